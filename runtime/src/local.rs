@@ -158,6 +158,7 @@ impl LocalRun {
     /// Starts every task of `topology`. Fails, with nothing left running, if a factory
     /// cannot make one of its tasks.
     pub fn start(topology: &Topology, options: RunOptions) -> Result<LocalRun, StartError> {
+        let started = Instant::now();
         let config = Arc::new(topology.config.clone());
         let ackers = if config.acking { config.ackers } else { 0 };
         let layout = Layout::new(topology, ackers);
@@ -310,7 +311,6 @@ impl LocalRun {
         }
         drop(spout_tx);
 
-        let started = Instant::now();
         Ok(LocalRun {
             topology: topology.name.clone(),
             metrics,

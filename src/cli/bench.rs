@@ -1,0 +1,70 @@
+//! `squall bench`: measurements (DESIGN §8).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use squall_runtime::{Registry, TopologySpec};
+
+use crate::bench::{ThroughputOptions, throughput};
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Tuples per second of a topology run locally, with the complete-latency distribution and,
+    /// for a generator-fed topology, a plain single-threaded loop as the baseline.
+    Throughput(ThroughputArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ThroughputArgs {
+    /// The topology file (YAML).
+    topology: PathBuf,
+    /// How long to run, warm-up included.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    duration: Duration,
+    /// Time at the start that is not counted.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
+    warmup: Duration,
+    /// The bolt whose executed tuples are counted (default: the last bolt in the file).
+    #[arg(long)]
+    at: Option<String>,
+    /// Overrides the topology's `config.acking`.
+    #[arg(long)]
+    acking: Option<bool>,
+    /// Skips the plain-loop baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Also writes the result as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Throughput(args) => run_throughput(registry, args),
+    }
+}
+
+fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<()> {
+    let origin = args.topology.display().to_string();
+    let yaml = std::fs::read_to_string(&args.topology).with_context(|| format!("{origin}: cannot read"))?;
+    let mut spec = TopologySpec::parse(&yaml, &origin)?;
+    if let Some(acking) = args.acking {
+        spec.config.acking = acking;
+    }
+    let topology = registry.build(&spec, &origin)?;
+    let component = match args.at {
+        Some(c) => c,
+        None => spec.bolts.last().map(|b| b.id.clone()).context("the topology has no bolt to count at")?,
+    };
+    let options =
+        ThroughputOptions { duration: args.duration, warmup: args.warmup, component, baseline: !args.no_baseline };
+    let report = throughput(&topology, Some(&spec), &options)?;
+    print!("{report}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

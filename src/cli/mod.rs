@@ -1,0 +1,58 @@
+//! The command line: parses arguments, calls into the crates, prints results.
+
+mod bench;
+mod local;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use squall_runtime::Registry;
+
+/// Squall: a Storm-like stream-processing runtime with its own coordinator.
+#[derive(Parser)]
+#[command(name = "squall", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a topology in this process until its spouts are done (or for --duration).
+    Local(local::LocalArgs),
+    /// Measures Squall.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Lists the component kinds this binary knows.
+    Kinds,
+}
+
+/// Parses durations such as `10s`, `500ms` or `2m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration (e.g. 10s, 500ms, 2m): {e}"))
+}
+
+pub(crate) fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Local(args) => local::run(&registry, args),
+        Command::Bench(command) => bench::run(&registry, command),
+        Command::Kinds => {
+            println!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));
+            println!("bolts:  {}", registry.bolt_kinds().collect::<Vec<_>>().join(", "));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
