@@ -51,6 +51,8 @@ impl IdGen {
 pub(crate) struct StreamRoute {
     pub(crate) source: &'static StreamSource,
     pub(crate) targets: Vec<Target>,
+    /// Whether the stream is declared direct: reached by `emit_direct` only.
+    pub(crate) direct: bool,
 }
 
 /// Buffers of tuples on their way to other tasks.
@@ -221,14 +223,30 @@ impl Emitter {
         self.scratch.clear();
         match direct {
             None => {
+                if route.direct {
+                    panic!(
+                        "component '{}' emitted on direct stream '{}' without naming a task: use emit_direct",
+                        route.source.component, route.source.stream
+                    );
+                }
                 for target in &mut route.targets {
                     target.select(&values, &mut self.scratch);
                 }
             }
             Some(task) => {
-                if route.targets.iter().any(|t| t.accepts_direct(task)) {
-                    self.scratch.push(task);
+                if !route.direct {
+                    panic!(
+                        "component '{}' used emit_direct on stream '{}', which is not declared direct",
+                        route.source.component, route.source.stream
+                    );
                 }
+                if !route.targets.iter().any(|t| t.accepts_direct(task)) {
+                    panic!(
+                        "component '{}' used emit_direct to task {task}, which does not subscribe to stream '{}'",
+                        route.source.component, route.source.stream
+                    );
+                }
+                self.scratch.push(task);
             }
         }
         let source = route.source;

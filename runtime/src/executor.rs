@@ -128,10 +128,11 @@ pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
                 }
                 let before = emitter.stats.emitted;
                 let mut out = SpoutOutput { emitter: &mut emitter, tracker: &mut tracker };
-                if catch_unwind(AssertUnwindSafe(|| spout.next_tuple(&mut out))).is_err() {
-                    emitter.stats.record_error("next_tuple panicked".into());
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| spout.next_tuple(&mut out))) {
+                    emitter.stats.record_error(format!("next_tuple {}", panic_message(panic)));
                 }
                 for id in tracker.acked_at_once.drain(..) {
+                    emitter.stats.acked += 1;
                     guarded(&mut emitter.stats, || spout.ack(id));
                 }
                 if emitter.stats.emitted == before {

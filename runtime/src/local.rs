@@ -182,8 +182,9 @@ impl LocalRun {
                 }
             }
         }
-        let (acker_tx, acker_rx): (Vec<Sender<Vec<AckerMsg>>>, Vec<Receiver<Vec<AckerMsg>>>) =
-            (0..ackers).map(|_| bounded(config.queue_batches())).unzip();
+        type AckerQueue = (Sender<Vec<AckerMsg>>, Receiver<Vec<AckerMsg>>);
+        let (acker_tx, acker_rx): (Vec<_>, Vec<_>) =
+            (0..ackers).map(|_| -> AckerQueue { bounded(config.queue_batches()) }).unzip();
 
         let control = Control::new();
         let (events_tx, events) = unbounded();
@@ -254,7 +255,7 @@ impl LocalRun {
                         targets.push(Target::new(&input.grouping, sub_tasks.clone(), field_index, |_| true, index));
                     }
                 }
-                routes.push(StreamRoute { source, targets });
+                routes.push(StreamRoute { source, targets, direct: decl.direct });
             }
             let acks = (ackers > 0).then(|| AckOutbox::new(acker_tx.clone(), batch));
             let emitter = Emitter::new(task, c.id.clone(), routes, Outbox::new(senders, batch), acks);

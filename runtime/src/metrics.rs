@@ -236,8 +236,7 @@ mod tests {
     #[test]
     fn publish_moves_counts_into_the_shared_copy() {
         let shared = ComponentMetrics::new("c".into(), ComponentRole::Bolt, 1);
-        let mut local = ComponentStats::default();
-        local.executed = 5;
+        let mut local = ComponentStats { executed: 5, ..Default::default() };
         local.execute_latency_ns.record(100).unwrap();
         local.record_error("boom".into());
         local.publish(&shared);
