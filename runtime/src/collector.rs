@@ -459,7 +459,9 @@ impl BoltOutput<'_> {
 
     /// Acks an input kept with [`defer`](Self::defer).
     pub fn ack(&mut self, deferred: Deferred) {
-        self.emitter.stats.acked += 1;
+        if self.emitter.acking() {
+            self.emitter.stats.acked += 1;
+        }
         ack_anchors(self.emitter, &deferred.anchors);
     }
 

@@ -173,6 +173,21 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// The context of task `task_index` of `parallelism` tasks of a component, numbered as a
+    /// topology of that component alone would number them: for testing components outside a
+    /// running topology.
+    pub fn standalone(topology: &str, component: &str, task_index: u32, parallelism: u32) -> Self {
+        TaskContext {
+            topology: topology.into(),
+            component: component.into(),
+            task: task_index,
+            task_index,
+            parallelism,
+            config: Arc::new(TopologyConfig::default()),
+            component_tasks: Arc::new(vec![(component.into(), (0..parallelism).collect())]),
+        }
+    }
+
     /// The task ids of a component, for `emit_direct`.
     pub fn tasks_of(&self, component: &str) -> &[TaskId] {
         self.component_tasks.iter().find(|(c, _)| c == component).map(|(_, t)| t.as_slice()).unwrap_or(&[])

@@ -36,7 +36,8 @@ pub struct ComponentStats {
     pub emitted: u64,
     /// Bolts: input tuples executed. Ackers: messages processed.
     pub executed: u64,
-    /// Spouts: tuple trees completed. Bolts: inputs acked.
+    /// Spouts: tuple trees completed (with acking off, every tracked emit). Bolts: inputs acked
+    /// (counted with acking on only).
     pub acked: u64,
     /// Spouts: tuple trees failed, timed-out ones included. Bolts: inputs failed.
     pub failed: u64,

@@ -31,6 +31,21 @@ fn args_value(args: serde_yaml::Value) -> serde_yaml::Value {
     if args.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { args }
 }
 
+/// Deserializes a kind's arguments; an error names the argument at fault (`rate: invalid type…`).
+fn parse_args<C: DeserializeOwned>(args: serde_yaml::Value) -> Result<C, BoxError> {
+    serde_path_to_error::deserialize(args_value(args)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // An unknown field's message already names it.
+        if path == "." || message.starts_with("unknown field") {
+            message.into()
+        } else {
+            format!("{path}: {message}").into()
+        }
+    })
+}
+
 impl Registry {
     /// A registry with no kinds.
     pub fn new() -> Self {
@@ -40,7 +55,7 @@ impl Registry {
     /// Registers spout kind `kind`, configured by `C`.
     pub fn spout<C: SpoutFactory + DeserializeOwned>(&mut self, kind: &str) -> &mut Self {
         let make: MakeSpout = Arc::new(|args| {
-            let config: C = serde_yaml::from_value(args_value(args))?;
+            let config: C = parse_args(args)?;
             Ok(Arc::new(config) as Arc<dyn SpoutFactory>)
         });
         self.spouts.insert(kind.to_string(), make);
@@ -50,7 +65,7 @@ impl Registry {
     /// Registers bolt kind `kind`, configured by `C`.
     pub fn bolt<C: BoltFactory + DeserializeOwned>(&mut self, kind: &str) -> &mut Self {
         let make: MakeBolt = Arc::new(|args| {
-            let config: C = serde_yaml::from_value(args_value(args))?;
+            let config: C = parse_args(args)?;
             Ok(Arc::new(config) as Arc<dyn BoltFactory>)
         });
         self.bolts.insert(kind.to_string(), make);
