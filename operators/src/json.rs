@@ -1,8 +1,7 @@
 //! Tuples as JSON objects, written straight into a buffer.
 //!
-//! The same object as [`Tuple::to_json`], but with its keys in field order (a `serde_json::Map`
-//! sorts them unless serde_json's `preserve_order` feature is on) and without building a map
-//! per tuple: sinks write one of these per tuple.
+//! The same object as [`Tuple::to_json`], keys in field order, but serialized straight from the
+//! tuple without building a `serde_json::Map` per tuple: sinks write one of these per tuple.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use squall_runtime::{Tuple, Value};
