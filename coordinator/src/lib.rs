@@ -1,54 +1,37 @@
-//! Squall's coordinator: the znode store that will hold cluster membership, assignments, master
-//! election and Kafka offsets, replicated with openraft and served over the ZooKeeper protocol.
+//! Squall's coordinator: the znode store that holds cluster membership, assignments, master
+//! election and Kafka offsets — ZooKeeper's data model, to be replicated with openraft and served
+//! over the ZooKeeper wire protocol.
 //!
-//! This crate is only begun: it holds the validation of znode paths, which the runtime and the
-//! CLI already share. The store itself is issue 3.
+//! The map of the crate:
+//! - [`tree`]: [`ZnodeTree`], the state machine. A plain, deterministic, in-memory structure: every
+//!   change takes its zxid and the leader's time ([`Txn`]) and the caller's session and ids
+//!   ([`Caller`]), fails with ZooKeeper's error or applies and returns the watch events it caused.
+//!   Create modes, versions, multi with rollback, ephemerals per session, containers and TTL nodes.
+//! - [`snapshot`]: canonical snapshot bytes of a tree, restore with validation, and a digest.
+//! - [`watch`]: watch events and the [`WatchRegistry`] that maps them to the sessions to notify,
+//!   with ZooKeeper's one-shot, persistent and persistent-recursive rules.
+//! - [`acl`]: ids, ACL entries, permission bits, digest hashing and the checks.
+//! - [`stat`]: [`Stat`], [`CreateMode`] and the [`NodeType`] encoded in `ephemeralOwner`.
+//! - [`error`]: [`KeeperError`], one variant per ZooKeeper error code.
+//! - [`path`]: path validation ([`validate_path`], shared with the runtime and the CLI) and the
+//!   reserved paths.
+//!
+//! Raft, sessions, the wire protocol and storage wrap the tree; they never reach into it.
 
-/// Why a znode path is not valid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid znode path '{path}': {reason}")]
-pub struct PathError {
-    /// The path as given.
-    pub path: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub mod acl;
+pub mod error;
+pub mod path;
+pub mod snapshot;
+pub mod stat;
+pub mod tree;
+pub mod watch;
 
-/// Checks a znode path by ZooKeeper's rules: absolute, no empty, `.` or `..` segment, no
-/// trailing slash (except the root), no NUL or control characters.
-pub fn validate_path(path: &str) -> Result<(), PathError> {
-    let fail = |reason| Err(PathError { path: path.to_string(), reason });
-    if !path.starts_with('/') {
-        return fail("must start with '/'");
-    }
-    if path == "/" {
-        return Ok(());
-    }
-    if path.ends_with('/') {
-        return fail("must not end with '/'");
-    }
-    for segment in path[1..].split('/') {
-        match segment {
-            "" => return fail("empty segment"),
-            "." | ".." => return fail("relative segment"),
-            s if s.chars().any(|c| c == '\0' || c.is_control()) => return fail("control character"),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths() {
-        for ok in ["/", "/a", "/a/b-c/d.e"] {
-            assert_eq!(validate_path(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\u{0}"] {
-            assert!(validate_path(bad).is_err(), "{bad}");
-        }
-    }
-}
+pub use acl::{Acl, Id};
+pub use error::KeeperError;
+pub use path::{PathError, validate_path};
+pub use snapshot::SnapshotError;
+pub use stat::{CreateMode, NodeType, SessionId, Stat, Zxid};
+pub use tree::{
+    Applied, Caller, CreateRequest, Created, MAX_DATA_LEN, MultiFailed, Op, OpResult, TreeConfig, Txn, ZnodeTree,
+};
+pub use watch::{EventType, WatchEvent, WatchKind, WatchRegistry, WatcherType};
