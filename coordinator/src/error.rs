@@ -8,7 +8,7 @@
 /// assert_eq!(KeeperError::NoNode.code(), -101);
 /// assert_eq!(KeeperError::from_code(-110), Some(KeeperError::NodeExists));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum KeeperError {
     /// -1: an unexpected server error.
     #[error("system error")]

@@ -20,9 +20,17 @@
 
 pub mod acl;
 pub mod error;
+pub mod jute;
 pub mod path;
+pub mod proto;
+pub mod raft;
+pub mod replica;
+mod server;
+pub mod session;
 pub mod snapshot;
 pub mod stat;
+pub mod state;
+pub mod store;
 pub mod tree;
 pub mod watch;
 

@@ -80,7 +80,7 @@ impl<'a> Caller<'a> {
 }
 
 /// A create: path (the prefix, for sequential modes), data, ACL, mode and, for TTL modes, the TTL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateRequest {
     /// The path to create, or the prefix the sequence number is appended to.
     pub path: String,
@@ -120,7 +120,7 @@ impl CreateRequest {
 }
 
 /// What a successful create returns (`Create2Response`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     /// The path created, with its sequence suffix.
     pub path: String,
@@ -138,7 +138,7 @@ pub struct Applied<T> {
 }
 
 /// One operation of a multi (`MultiOperationRecord`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// create / create2 / createContainer / createTTL.
     Create(CreateRequest),
@@ -168,7 +168,7 @@ pub enum Op {
 }
 
 /// The result of one op of a multi (`OpResult`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
     /// The create succeeded.
     Create(Created),
@@ -198,7 +198,7 @@ impl OpResult {
 }
 
 /// A multi that failed and changed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("multi op {index} failed: {error}")]
 pub struct MultiFailed {
     /// Index of the failing op.

@@ -2,6 +2,8 @@
 
 mod bench;
 mod local;
+mod node;
+mod zk;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +26,10 @@ enum Command {
     /// Measures Squall.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Runs a node: a replica of the coordinator's znode store, serving ZooKeeper clients.
+    Node(node::NodeArgs),
+    /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
+    Zk(zk::ZkArgs),
     /// Lists the component kinds this binary knows.
     Kinds,
 }
@@ -49,6 +55,8 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
     let result = match cli.command {
         Command::Local(args) => local::run(&registry, args),
         Command::Bench(command) => bench::run(&registry, command),
+        Command::Node(args) => node::run(args),
+        Command::Zk(args) => zk::run(args),
         Command::Kinds => {
             println!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));
             println!("bolts:  {}", registry.bolt_kinds().collect::<Vec<_>>().join(", "));

@@ -1,0 +1,441 @@
+//! [`LogStore`]: openraft's log storage (`RaftLogStorage` + `RaftLogReader`) on top of raft-log,
+//! a chunked, checksummed write-ahead log whose flush worker batches many writes into one fsync.
+//!
+//! What is stored where:
+//! - each entry: postcard bytes of the whole `C::Entry`, keyed by its log id;
+//! - the vote and the committed log id: raft-log records of their own, in the same WAL.
+//!
+//! Durability: `append` hands entries to raft-log (readable at once) and queues one flush whose
+//! callback fires [`IOFlushed`] after fsync; the flush worker coalesces the flushes of concurrent
+//! appends into one fsync. `save_vote` waits for its own fsync. `save_committed` queues a sync
+//! flush without waiting: it is durable at the next fsync, which a restarted node needs only to
+//! replay its state machine up to where it was.
+
+use std::fmt;
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use openraft::LogState;
+use openraft::OptionalSend;
+use openraft::RaftLogReader;
+use openraft::RaftTypeConfig;
+use openraft::alias::LogIdOf;
+use openraft::alias::VoteOf;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::RaftLogStorage;
+use openraft::vote::RaftVote;
+use raft_log::RaftLog;
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::Decode;
+use raft_log::codeq::Encode;
+
+use super::data_dir;
+use super::data_dir::StoreOpenError;
+
+/// Tuning of the write-ahead log under a [`LogStore`]. The defaults suit a coordinator.
+#[derive(Debug, Clone)]
+pub struct LogStoreConfig {
+    /// Longest a flush waits for more writes to join its fsync (raft-log's `flush_batch_wait`).
+    pub flush_batch_wait: std::time::Duration,
+    /// Size at which a WAL chunk file is closed; purged entries leave the disk a chunk at a time.
+    pub chunk_max_size: usize,
+}
+
+impl Default for LogStoreConfig {
+    fn default() -> Self {
+        Self { flush_batch_wait: std::time::Duration::from_micros(0), chunk_max_size: 64 << 20 }
+    }
+}
+
+/// Counters of a [`LogStore`]'s write-ahead log since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStoreStats {
+    /// fsyncs done; each covers every write queued before it (group commit).
+    pub fsyncs: u64,
+    /// Writes handed to the flush worker (an `append`, a vote, a commit point, ...).
+    pub writes: u64,
+    /// Bytes written to the log files.
+    pub bytes_written: u64,
+    /// Time spent in fsync.
+    pub fsync_time: std::time::Duration,
+}
+
+/// A replica's Raft log, vote and committed log id, durable in a data directory.
+///
+/// Generic over the application's [`RaftTypeConfig`]; entries are stored as postcard bytes.
+/// Clones share one log (the clone returned by `get_log_reader` is one).
+///
+/// ```no_run
+/// # use squall_coordinator::raft::LogStore;
+/// # openraft::declare_raft_types!(pub Tc);
+/// let store = LogStore::<Tc>::open("/var/lib/squall/raft", &1u64)?;
+/// # Ok::<(), squall_coordinator::raft::StoreOpenError>(())
+/// ```
+pub struct LogStore<C: RaftTypeConfig> {
+    log: Arc<Mutex<RaftLog<WalTypes<C>>>>,
+    dir: Arc<PathBuf>,
+}
+
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self { log: self.log.clone(), dir: self.dir.clone() }
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore").field("dir", &self.dir).finish()
+    }
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// Opens the store of node `node_id` in `dir`, creating it if `dir` is missing or empty.
+    ///
+    /// Refuses, without changing anything, a directory initialized by another node id, one
+    /// holding files that are not a Squall store, and one whose identity file or log is damaged.
+    pub fn open(dir: impl AsRef<Path>, node_id: &C::NodeId) -> Result<Self, StoreOpenError> {
+        Self::open_with(dir, node_id, &LogStoreConfig::default())
+    }
+
+    /// [`LogStore::open`] with explicit tuning.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        node_id: &C::NodeId,
+        config: &LogStoreConfig,
+    ) -> Result<Self, StoreOpenError> {
+        let dir = dir.as_ref();
+        let log_dir = data_dir::prepare(dir, node_id)?;
+        let mut wal_config = raft_log::Config::new(log_dir.display());
+        wal_config.wal.flush_batch_wait = Some(config.flush_batch_wait);
+        wal_config.wal.chunk_max_size = Some(config.chunk_max_size);
+        // Replay reads one chunk through this buffer; raft-log's default is 64 MiB.
+        wal_config.wal.read_buffer_size = Some(4 << 20);
+        let log = RaftLog::open(Arc::new(wal_config))
+            .map_err(|source| StoreOpenError::Log { dir: log_dir.clone(), source })?;
+        Ok(Self { log: Arc::new(Mutex::new(log)), dir: Arc::new(dir.to_path_buf()) })
+    }
+
+    /// The data directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether this handle is the last one: once it is dropped, the log is closed and its
+    /// directory lock released. openraft drops its handles shortly after `Raft::shutdown`.
+    pub fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.log) == 1
+    }
+
+    /// What the write-ahead log's flush worker has done since the store was opened.
+    pub fn stats(&self) -> LogStoreStats {
+        let metrics = self.lock().stat().flush_metrics;
+        LogStoreStats {
+            fsyncs: metrics.sync_batch_count,
+            writes: metrics.write_request_count,
+            bytes_written: metrics.write_bytes,
+            fsync_time: std::time::Duration::from_micros(metrics.sync_us),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes<C>>> {
+        // A panic while holding the lock leaves raft-log's in-memory state as valid as any
+        // half-finished call does: each record is checked before it is applied.
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a flush and waits until it is on disk.
+    async fn flush_and_wait(&self) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().flush(true, Some(Flushed::Waiter(tx)))?;
+        rx.await.map_err(|_| io::Error::other("raft-log's flush worker stopped before the flush completed"))?
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<C::Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let payloads = {
+            let log = self.lock();
+            log.read(start, end).map(|res| res.map(|(_, payload)| payload)).collect::<io::Result<Vec<_>>>()?
+        };
+        payloads.iter().map(|bytes| decode_entry::<C>(bytes)).collect()
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<VoteOf<C>>> {
+        Ok(self.lock().log_state().vote().map(|v| v.0.clone()))
+    }
+}
+
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<C>> {
+        let log = self.lock();
+        let state = log.log_state();
+        Ok(LogState {
+            last_purged_log_id: state.purged().map(|id| id.0.clone()),
+            last_log_id: state.last().map(|id| id.0.clone()),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> io::Result<()> {
+        self.lock().save_vote(StoredVote(vote.clone()))?;
+        self.flush_and_wait().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> io::Result<()> {
+        let Some(committed) = committed.map(StoredLogId::<C>) else {
+            return Ok(());
+        };
+        let mut log = self.lock();
+        let state = log.log_state();
+        // raft-log keeps `committed <= last` and never lets it go back. openraft may report a
+        // commit point past the local log (a snapshot's last log id, before the purge that moves
+        // `last` to it); saving less than the truth only means replaying less after a restart.
+        if Some(&committed) <= state.committed() || Some(&committed) > state.last() {
+            return Ok(());
+        }
+        log.commit(committed)?;
+        log.flush(true, None)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<C>>> {
+        Ok(self.lock().log_state().committed().map(|id| id.0.clone()))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let records = entries
+            .into_iter()
+            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(&entry)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut log = self.lock();
+        log.append(records)?;
+        log.flush(true, Some(Flushed::Log(callback)))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> io::Result<()> {
+        let mut log = self.lock();
+        let keep_up_to = last_log_id.map(|id| id.index);
+        let next = keep_up_to.map_or(0, |i| i + 1);
+        let last = log.log_state().last().map(|id| id.0.index);
+        if last.is_none_or(|last| last < next) {
+            return Ok(());
+        }
+        log.truncate(next)?;
+        // The next append's fsync makes the truncation durable with it: the WAL is ordered.
+        log.flush(false, None)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> io::Result<()> {
+        let mut log = self.lock();
+        log.purge(StoredLogId(log_id))?;
+        // Only a sync flush lets raft-log delete the chunk files the purge emptied.
+        log.flush(true, None)
+    }
+}
+
+fn encode_entry<C: RaftTypeConfig>(entry: &C::Entry) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(entry).map_err(|e| io::Error::other(format!("cannot encode log entry {entry}: {e}")))
+}
+
+fn decode_entry<C: RaftTypeConfig>(bytes: &[u8]) -> io::Result<C::Entry> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("cannot decode a stored log entry: {e}")))
+}
+
+/// raft-log's type parameters for a Raft type config `C`.
+struct WalTypes<C>(PhantomData<C>);
+
+impl<C> Debug for WalTypes<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WalTypes")
+    }
+}
+
+impl<C> Default for WalTypes<C> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<C> Clone for WalTypes<C> {
+    fn clone(&self) -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<C> PartialEq for WalTypes<C> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<C> Eq for WalTypes<C> {}
+
+impl<C: RaftTypeConfig> raft_log::Types for WalTypes<C> {
+    type LogId = StoredLogId<C>;
+    type LogPayload = Vec<u8>;
+    type Vote = StoredVote<C>;
+    type Callback = Flushed<C>;
+    type UserData = ();
+
+    fn log_index(log_id: &Self::LogId) -> u64 {
+        log_id.0.index
+    }
+
+    fn payload_size(payload: &Self::LogPayload) -> u64 {
+        payload.len() as u64
+    }
+}
+
+/// Encodes a serde value as a length-prefixed postcard blob (raft-log records are checksummed).
+fn encode_blob<T: serde::Serialize, W: io::Write>(value: &T, w: W) -> io::Result<usize> {
+    let bytes = postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    bytes.encode(w)
+}
+
+fn decode_blob<T: serde::de::DeserializeOwned, R: io::Read>(r: R) -> io::Result<T> {
+    let bytes = Vec::<u8>::decode(r)?;
+    postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A log id as raft-log stores it: ordered as openraft orders it.
+struct StoredLogId<C: RaftTypeConfig>(LogIdOf<C>);
+
+impl<C: RaftTypeConfig> Debug for StoredLogId<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<C: RaftTypeConfig> Clone for StoredLogId<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<C: RaftTypeConfig> PartialEq for StoredLogId<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<C: RaftTypeConfig> Eq for StoredLogId<C> {}
+
+impl<C: RaftTypeConfig> PartialOrd for StoredLogId<C> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<C: RaftTypeConfig> Ord for StoredLogId<C> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl<C: RaftTypeConfig> Encode for StoredLogId<C> {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        encode_blob(&self.0, w)
+    }
+}
+
+impl<C: RaftTypeConfig> Decode for StoredLogId<C> {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        decode_blob(r).map(Self)
+    }
+}
+
+/// A vote as raft-log stores it, ordered by openraft's partial order on votes (raft-log refuses
+/// to store a vote that is not greater than or equal to the last one).
+struct StoredVote<C: RaftTypeConfig>(VoteOf<C>);
+
+impl<C: RaftTypeConfig> Debug for StoredVote<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<C: RaftTypeConfig> Clone for StoredVote<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<C: RaftTypeConfig> PartialEq for StoredVote<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<C: RaftTypeConfig> Eq for StoredVote<C> {}
+
+impl<C: RaftTypeConfig> PartialOrd for StoredVote<C> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        RaftVote::partial_cmp(&self.0, &other.0)
+    }
+}
+
+impl<C: RaftTypeConfig> Encode for StoredVote<C> {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        encode_blob(&self.0, w)
+    }
+}
+
+impl<C: RaftTypeConfig> Decode for StoredVote<C> {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        decode_blob(r).map(Self)
+    }
+}
+
+/// What raft-log's flush worker calls once a flush is on disk (or failed).
+enum Flushed<C: RaftTypeConfig> {
+    /// An `append`: tell openraft the entries are durable.
+    Log(IOFlushed<C>),
+    /// A caller waiting for durability (`save_vote`).
+    Waiter(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
+impl<C: RaftTypeConfig> raft_log::Callback for Flushed<C> {
+    fn send(self, res: io::Result<()>) {
+        match self {
+            Flushed::Log(callback) => callback.io_completed(res),
+            Flushed::Waiter(tx) => {
+                // The waiter may have been dropped (its future cancelled); nothing is owed then.
+                let _ = tx.send(res);
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! A coordinator replica: the Raft log and state machine, the peers' RPC server, the clients'
+//! ZooKeeper port, and the leader's session expiry — everything `squall node` runs.
+//!
+//! Writes go through Raft ([`Replica::propose`]); the leader stamps its clock into each command.
+//! Reads are served from this replica's state. Session liveness stays in the leader's memory
+//! ([`SessionTracker`]); only an expiry reaches the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::proto::{self, WatcherEvent};
+use crate::raft::{LogStore, NetworkConfig, RaftRpcServer, StoreOpenError, TcpNetwork};
+use crate::session::SessionTracker;
+use crate::stat::{SessionId, Zxid};
+use crate::state::{Command, CommandKind, CommandResult};
+use crate::store::{ApplyListener, Raft, SharedState, SnapshotLoadError, ZnodeStateMachine};
+use crate::tree::TreeConfig;
+use crate::watch::{WatchEvent, WatchRegistry};
+
+/// How to run a replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This replica's id in the ensemble.
+    pub id: u64,
+    /// Where its log, vote and snapshots live.
+    pub data_dir: PathBuf,
+    /// The clients' ZooKeeper port.
+    pub client_addr: SocketAddr,
+    /// The peers' Raft port; `None` for a one-replica store with no peers.
+    pub raft_addr: Option<SocketAddr>,
+    /// Every replica of the ensemble, this one included: id → Raft address. Empty for a
+    /// one-replica store.
+    pub peers: BTreeMap<u64, String>,
+    /// ZooKeeper's tick: session timeouts are clamped to [2, 20] ticks.
+    pub tick: Duration,
+    /// `user:password` of the super user, if any.
+    pub super_user: Option<String>,
+}
+
+impl ReplicaConfig {
+    /// A one-replica store in `data_dir`, serving clients on `client_addr`.
+    pub fn standalone(data_dir: impl Into<PathBuf>, client_addr: SocketAddr) -> Self {
+        ReplicaConfig {
+            id: 1,
+            data_dir: data_dir.into(),
+            client_addr,
+            raft_addr: None,
+            peers: BTreeMap::new(),
+            tick: Duration::from_millis(100),
+            super_user: None,
+        }
+    }
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory was refused.
+    #[error(transparent)]
+    Store(#[from] StoreOpenError),
+    /// The last snapshot could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotLoadError),
+    /// A port could not be bound, or another I/O failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// Raft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Why a write could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica is not the leader (the client should retry on another replica).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// Raft failed or is shutting down.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A frame on its way to a client connection, or the order to close it.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Frame(Vec<u8>),
+    Close,
+}
+
+/// A client connection registered for a session.
+struct Connection {
+    id: u64,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+/// What the replica's connections share: watches, connections by session, and (on the
+/// leader) session deadlines. It hears every applied command and turns its events into
+/// notifications.
+pub(crate) struct Hub {
+    watches: Mutex<WatchRegistry>,
+    connections: Mutex<HashMap<SessionId, Connection>>,
+    tracker: Mutex<SessionTracker>,
+    next_connection: AtomicU64,
+    pub(crate) tick: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    fn new(tick: Duration) -> Self {
+        Hub {
+            watches: Mutex::new(WatchRegistry::default()),
+            connections: Mutex::new(HashMap::new()),
+            tracker: Mutex::new(SessionTracker::default()),
+            next_connection: AtomicU64::new(1),
+            tick,
+        }
+    }
+
+    pub(crate) fn watches(&self) -> MutexGuard<'_, WatchRegistry> {
+        lock(&self.watches)
+    }
+
+    /// Makes `tx` the connection of `session`, closing the one it had; returns its id.
+    pub(crate) fn register(&self, session: SessionId, tx: mpsc::UnboundedSender<Outgoing>) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = lock(&self.connections).insert(session, Connection { id, tx }) {
+            let _ = old.tx.send(Outgoing::Close);
+        }
+        id
+    }
+
+    /// Forgets connection `id` of `session` if it is still the registered one.
+    pub(crate) fn unregister(&self, session: SessionId, id: u64) {
+        let mut connections = lock(&self.connections);
+        if connections.get(&session).is_some_and(|c| c.id == id) {
+            connections.remove(&session);
+        }
+    }
+
+    /// How many client connections are open.
+    pub(crate) fn connection_count(&self) -> usize {
+        lock(&self.connections).len()
+    }
+
+    /// Sessions with a connection here.
+    pub(crate) fn connected_sessions(&self) -> Vec<SessionId> {
+        lock(&self.connections).keys().copied().collect()
+    }
+
+    /// Records activity of `session` (any request, ping included).
+    pub(crate) fn touch(&self, session: SessionId) {
+        lock(&self.tracker).touch(session, Instant::now());
+    }
+
+    /// Sends `events` to the sessions watching them.
+    pub(crate) fn notify(&self, events: &[WatchEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let fired = self.watches().trigger_all(events);
+        if fired.is_empty() {
+            return;
+        }
+        let connections = lock(&self.connections);
+        for (session, event) in fired {
+            if let Some(conn) = connections.get(&session) {
+                let mut frame = Vec::new();
+                proto::encode_notification(&mut frame, event.zxid, &WatcherEvent::from(event));
+                let _ = conn.tx.send(Outgoing::Frame(frame));
+            }
+        }
+    }
+}
+
+impl ApplyListener for Hub {
+    fn applied(&self, _zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>) {
+        match (&command.kind, result) {
+            (CommandKind::CreateSession { timeout_ms, .. }, CommandResult::SessionCreated { session, .. }) => {
+                lock(&self.tracker).add(*session, Duration::from_millis(u64::from(*timeout_ms)), Instant::now());
+            }
+            (CommandKind::CloseSession { session }, _) => {
+                lock(&self.tracker).remove(*session);
+                self.watches().remove_session(*session);
+                if let Some(conn) = lock(&self.connections).remove(session) {
+                    let _ = conn.tx.send(Outgoing::Close);
+                }
+            }
+            _ => {}
+        }
+        self.notify(&events);
+    }
+}
+
+/// The parts of a replica its tasks share.
+pub(crate) struct ReplicaInner {
+    pub(crate) config: ReplicaConfig,
+    pub(crate) raft: Raft,
+    pub(crate) state: Arc<SharedState>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) started: Instant,
+    pub(crate) counters: Counters,
+}
+
+/// Request counters for the four-letter words.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) received: AtomicU64,
+    pub(crate) sent: AtomicU64,
+}
+
+/// The wall clock in ms since the epoch, as ZooKeeper stamps ctime and mtime.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl ReplicaInner {
+    /// Proposes a command, stamped with this replica's clock, and waits for its result.
+    pub(crate) async fn propose(&self, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
+        let command = Command { time: now_ms(), kind };
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok((response.log_id.index as Zxid, response.data)),
+            Err(e) => match e.forward_to_leader() {
+                Some(forward) => Err(ProposeError::NotLeader { leader: forward.leader_id }),
+                None => Err(ProposeError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// Whether this replica leads the ensemble.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.config.id)
+    }
+
+    /// `standalone`, `leader` or `follower`, as `srvr` reports it.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.config.peers.len() <= 1 {
+            "standalone"
+        } else if self.is_leader() {
+            "leader"
+        } else {
+            "follower"
+        }
+    }
+}
+
+/// A running replica.
+pub struct Replica {
+    inner: Arc<ReplicaInner>,
+    client_addr: SocketAddr,
+    raft_server: Option<RaftRpcServer>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    log_handle: LogStore<crate::store::TypeConfig>,
+}
+
+impl Replica {
+    /// Opens the data directory, starts Raft, binds the ports and serves. On a first start
+    /// the ensemble is formed from `config.peers` (or as a one-replica store).
+    pub async fn start(mut config: ReplicaConfig) -> Result<Replica, StartError> {
+        if !config.peers.is_empty() && !config.peers.contains_key(&config.id) {
+            return Err(StartError::Config(format!(
+                "--peer must list every replica, this one (id {}) included",
+                config.id
+            )));
+        }
+        if config.peers.len() > 1 && config.raft_addr.is_none() {
+            return Err(StartError::Config("a replica with peers needs --raft, the address peers reach it at".into()));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+            what: format!("cannot create data directory {}", config.data_dir.display()),
+            source,
+        })?;
+        let log_store = LogStore::open(&config.data_dir, &config.id)?;
+        let log_handle = log_store.clone();
+        let tree_config = TreeConfig { super_digest: config.super_user.as_deref().map(crate::acl::generate_digest) };
+        let hub = Arc::new(Hub::new(config.tick));
+        let (machine, state) = ZnodeStateMachine::open(&config.data_dir, tree_config.clone(), hub.clone())?;
+        let raft_config = openraft::Config {
+            cluster_name: "squall".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
+        let network = TcpNetwork::new(config.id, NetworkConfig::default());
+        let raft = Raft::new(config.id, raft_config, network, log_store, machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let raft_server = match config.raft_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Io { what: format!("cannot listen for peers on {addr}"), source })?;
+                Some(
+                    RaftRpcServer::start(listener, raft.clone(), NetworkConfig::default())
+                        .map_err(|source| StartError::Io { what: "cannot serve peers".into(), source })?,
+                )
+            }
+            None => None,
+        };
+        let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| StartError::Io {
+            what: format!("cannot listen for clients on {}", config.client_addr),
+            source,
+        })?;
+        let client_addr =
+            client_listener.local_addr().map_err(|source| StartError::Io { what: "local address".into(), source })?;
+        config.client_addr = client_addr;
+
+        initialize(&raft, &config, raft_server.as_ref().map(|s| s.local_addr())).await?;
+
+        let inner =
+            Arc::new(ReplicaInner { config, raft, state, hub, started: Instant::now(), counters: Counters::default() });
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tasks.spawn(crate::server::serve(client_listener, inner.clone(), tasks.clone(), stop.clone()));
+        let expiry = inner.clone();
+        let expiry_stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = expiry_stop.cancelled() => {}
+                _ = expire_sessions(expiry) => {}
+            }
+        });
+        Ok(Replica { inner, client_addr, raft_server, tasks, stop, log_handle })
+    }
+
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The address peers reach this replica's Raft at, if it has peers.
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.raft_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// The zxid of the last command applied here.
+    pub fn last_zxid(&self) -> Zxid {
+        self.inner.state.last_zxid()
+    }
+
+    /// Waits until this replica leads or follows a leader, up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if metrics.borrow_watched().current_leader.is_some() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Stops serving clients (closing their connections) and peers, then stops Raft; returns
+    /// once the data directory is released.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Some(server) = self.raft_server {
+            server.shutdown().await;
+        }
+        let _ = self.inner.raft.shutdown().await;
+        drop(self.inner);
+        // openraft's tasks drop their log handles soon after shutdown; the directory is free
+        // for a restart once ours is the last.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_handle.is_last_handle() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Forms the ensemble on its first start: the replica with the lowest id initializes it with
+/// every peer (or itself alone); later starts find the membership in the log.
+async fn initialize(raft: &Raft, config: &ReplicaConfig, raft_addr: Option<SocketAddr>) -> Result<(), StartError> {
+    if raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = if config.peers.is_empty() {
+        let addr = raft_addr.map(|a| a.to_string()).unwrap_or_default();
+        BTreeMap::from([(config.id, BasicNode::new(addr))])
+    } else {
+        config.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect()
+    };
+    if members.keys().next() != Some(&config.id) {
+        return Ok(());
+    }
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        // Another start already initialized it.
+        Err(e) if e.to_string().contains("NotAllowed") || e.to_string().contains("not allowed") => Ok(()),
+        Err(e) => Err(StartError::Raft(e.to_string())),
+    }
+}
+
+/// On the leader: every tick, expires the sessions whose deadline passed (one `CloseSession`
+/// each), and deletes due containers and TTL nodes. A replica that becomes leader first gives
+/// every session a fresh timeout.
+async fn expire_sessions(inner: Arc<ReplicaInner>) {
+    let mut was_leader = false;
+    let mut ticker = tokio::time::interval(inner.hub.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let leader = inner.is_leader();
+        if leader && !was_leader {
+            let sessions: Vec<(SessionId, Duration)> = inner.state.read(|s| {
+                s.sessions().map(|(id, info)| (id, Duration::from_millis(u64::from(info.timeout_ms)))).collect()
+            });
+            lock(&inner.hub.tracker).reset(sessions, Instant::now());
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
+        }
+        let expired = lock(&inner.hub.tracker).expired(Instant::now());
+        for session in expired {
+            // Removed first so the next tick does not propose it again while this one commits.
+            lock(&inner.hub.tracker).remove(session);
+            if let Err(e) = inner.propose(CommandKind::CloseSession { session }).await {
+                tracing::warn!("cannot expire session {session:#x}: {e}");
+            }
+        }
+        let due = inner.state.read(|s| s.tree().expired_nodes(now_ms()));
+        if !due.is_empty() {
+            if let Err(e) = inner.propose(CommandKind::DeleteExpired { paths: due }).await {
+                tracing::warn!("cannot delete expired nodes: {e}");
+            }
+        }
+    }
+}

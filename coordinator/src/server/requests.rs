@@ -1,0 +1,324 @@
+//! One client request in, one reply frame out: reads from this replica's state, writes through
+//! Raft, watches in the replica's registry.
+
+use std::sync::Arc;
+
+use crate::acl::{Id, digest_id};
+use crate::error::KeeperError;
+use crate::proto::records::{ClientInfo, CreateRequest as WireCreate, add_watch_mode};
+use crate::proto::{self, MultiOp, MultiReadOp, MultiReadResult, MultiResult, Request, Response, xid};
+use crate::replica::{ProposeError, ReplicaInner};
+use crate::stat::{CreateMode, SessionId, Zxid};
+use crate::state::{CommandKind, CommandResult, WriteError, WriteOp, WriteResult};
+use crate::tree::{Caller, CreateRequest, Op, OpResult};
+use crate::watch::{WatchKind, WatchReplay, WatcherType};
+
+/// What to send back for a request.
+pub(super) enum Reply {
+    /// A frame; the connection goes on.
+    Frame(Vec<u8>),
+    /// A frame, then the connection closes (closeSession, a failed auth).
+    FrameThenClose(Vec<u8>),
+    /// Close without answering (a frame whose header cannot be read, a lost leader).
+    Close(String),
+}
+
+fn reply(xid: i32, zxid: Zxid, result: Result<Response, KeeperError>) -> Reply {
+    let mut frame = Vec::new();
+    proto::encode_reply(&mut frame, xid, zxid, result.as_ref().map_err(|e| *e));
+    Reply::Frame(frame)
+}
+
+/// Decodes and answers one request frame of `session`, whose auth ids are `ids`.
+pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids: &mut Vec<Id>, frame: &[u8]) -> Reply {
+    let (header, request) = match proto::decode_request(frame) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            return match e.header {
+                // ZooKeeper answers a body it cannot read with MarshallingError.
+                Some(header) => reply(header.xid, replica.state.last_zxid(), Err(KeeperError::MarshallingError)),
+                None => Reply::Close(e.to_string()),
+            };
+        }
+    };
+    let xid = header.xid;
+    if let Some(op) = as_write(&request) {
+        let op = match op {
+            Ok(op) => op,
+            Err(e) => return reply(xid, replica.state.last_zxid(), Err(e)),
+        };
+        let kind = CommandKind::Write { session, xid, ids: ids.clone(), op };
+        return match replica.propose(kind).await {
+            Ok((zxid, CommandResult::Write(result))) => reply(xid, zxid, write_response(&request, result)),
+            Ok((zxid, other)) => {
+                tracing::error!("a write returned {other:?}");
+                reply(xid, zxid, Err(KeeperError::SystemError))
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                Reply::Close(format!("this replica cannot take writes: the leader is {leader:?}"))
+            }
+            Err(e) => Reply::Close(e.to_string()),
+        };
+    }
+    match request {
+        Request::Ping => {
+            let mut frame = Vec::new();
+            proto::encode_ping_reply(&mut frame, replica.state.last_zxid());
+            Reply::Frame(frame)
+        }
+        Request::CloseSession => {
+            let zxid = match replica.propose(CommandKind::CloseSession { session }).await {
+                Ok((zxid, _)) => zxid,
+                Err(e) => return Reply::Close(e.to_string()),
+            };
+            let mut frame = Vec::new();
+            proto::encode_reply(&mut frame, xid, zxid, Ok(&Response::Empty));
+            Reply::FrameThenClose(frame)
+        }
+        Request::Sync(r) => {
+            // Every write is applied here before it is answered, and a one-leader log is
+            // applied in order: the state already reflects every write the leader acknowledged
+            // once the replica catches up with its commit index.
+            if let Err(e) = replica.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
+                tracing::debug!("sync without a read index: {e}");
+            }
+            reply(xid, replica.state.last_zxid(), Ok(Response::Sync { path: r.path }))
+        }
+        Request::Auth(auth) => {
+            let mut frame = Vec::new();
+            if auth.scheme == "digest" {
+                match std::str::from_utf8(&auth.auth) {
+                    Ok(user_password) if user_password.contains(':') => {
+                        let id = digest_id(user_password);
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                        proto::encode_reply(&mut frame, xid::AUTH, 0, Ok(&Response::Empty));
+                        return Reply::Frame(frame);
+                    }
+                    _ => {}
+                }
+            }
+            proto::encode_reply(&mut frame, xid::AUTH, 0, Err(KeeperError::AuthFailed));
+            Reply::FrameThenClose(frame)
+        }
+        Request::SetWatches(w) => set_watches(replica, session, w.into()),
+        Request::SetWatches2(w) => set_watches(replica, session, w),
+        request => {
+            let zxid = replica.state.last_zxid();
+            reply(xid, zxid, read(replica, session, ids, request))
+        }
+    }
+}
+
+/// The write a request asks for, if it is one (an error when it is malformed).
+fn as_write(request: &Request) -> Option<Result<WriteOp, KeeperError>> {
+    Some(match request {
+        Request::Create(r) | Request::Create2(r) => create(r, None, false).map(WriteOp::Create),
+        Request::CreateContainer(r) => create(r, None, true).map(WriteOp::Create),
+        Request::CreateTtl(r) => {
+            let plain = WireCreate { path: r.path.clone(), data: r.data.clone(), acl: r.acl.clone(), flags: r.flags };
+            create(&plain, Some(r.ttl), false).map(WriteOp::Create)
+        }
+        Request::Delete(r) => Ok(WriteOp::Delete { path: r.path.clone(), version: r.version }),
+        Request::SetData(r) => Ok(WriteOp::SetData { path: r.path.clone(), data: r.data.clone(), version: r.version }),
+        Request::SetAcl(r) => Ok(WriteOp::SetAcl { path: r.path.clone(), acl: r.acl.clone(), version: r.version }),
+        Request::Multi(ops) => ops.iter().map(multi_op).collect::<Result<Vec<_>, _>>().map(WriteOp::Multi),
+        _ => return None,
+    })
+}
+
+/// A tree create from a wire create: the flags must name a mode, TTL modes need a TTL and the
+/// others must not have one, and createContainer must ask for a container.
+fn create(r: &WireCreate, ttl: Option<i64>, container: bool) -> Result<CreateRequest, KeeperError> {
+    let mode = CreateMode::from_flag(r.flags).ok_or(KeeperError::BadArguments)?;
+    if container != mode.is_container() {
+        return Err(KeeperError::BadArguments);
+    }
+    let mut request = CreateRequest::new(r.path.clone(), r.data.clone()).acl(r.acl.clone()).mode(mode);
+    if let Some(ttl) = ttl {
+        request = request.ttl(ttl);
+    }
+    Ok(request)
+}
+
+fn multi_op(op: &MultiOp) -> Result<Op, KeeperError> {
+    Ok(match op {
+        MultiOp::Create(r) | MultiOp::Create2(r) => Op::Create(create(r, None, false)?),
+        MultiOp::CreateContainer(r) => Op::Create(create(r, None, true)?),
+        MultiOp::CreateTtl(r) => {
+            let plain = WireCreate { path: r.path.clone(), data: r.data.clone(), acl: r.acl.clone(), flags: r.flags };
+            Op::Create(create(&plain, Some(r.ttl), false)?)
+        }
+        MultiOp::Delete(r) => Op::Delete { path: r.path.clone(), version: r.version },
+        MultiOp::SetData(r) => Op::SetData { path: r.path.clone(), data: r.data.clone(), version: r.version },
+        MultiOp::Check(r) => Op::Check { path: r.path.clone(), version: r.version },
+    })
+}
+
+/// The reply body of a write, shaped by the request it answers.
+fn write_response(request: &Request, result: Result<WriteResult, WriteError>) -> Result<Response, KeeperError> {
+    let result = match result {
+        Ok(result) => result,
+        Err(WriteError::Keeper(e)) => return Err(e),
+        Err(WriteError::Multi(results)) => {
+            let results = results.iter().map(|r| MultiResult::Error { err: r.error_code().unwrap_or(0) }).collect();
+            return Ok(Response::Multi(results));
+        }
+    };
+    Ok(match (request, result) {
+        (Request::Create(_), WriteResult::Created(c)) => Response::Create { path: c.path },
+        (Request::Create2(_) | Request::CreateContainer(_) | Request::CreateTtl(_), WriteResult::Created(c)) => {
+            Response::Create2 { path: c.path, stat: c.stat }
+        }
+        (Request::Delete(_), WriteResult::Deleted) => Response::Empty,
+        (Request::SetData(_) | Request::SetAcl(_), WriteResult::Stat(stat)) => Response::Stat(stat),
+        (Request::Multi(ops), WriteResult::Multi(results)) => {
+            Response::Multi(ops.iter().zip(results).map(|(op, result)| multi_result(op, result)).collect())
+        }
+        (_, other) => {
+            tracing::error!("write result {other:?} does not answer request op {}", request.op());
+            return Err(KeeperError::SystemError);
+        }
+    })
+}
+
+fn multi_result(op: &MultiOp, result: OpResult) -> MultiResult {
+    match (op, result) {
+        (MultiOp::Create(_), OpResult::Create(c)) => MultiResult::Create { path: c.path },
+        (_, OpResult::Create(c)) => MultiResult::Create2 { path: c.path, stat: c.stat },
+        (_, OpResult::Delete) => MultiResult::Delete,
+        (_, OpResult::SetData(stat)) => MultiResult::SetData { stat },
+        (_, OpResult::Check) => MultiResult::Check,
+        (_, other) => MultiResult::Error { err: other.error_code().unwrap_or(0) },
+    }
+}
+
+/// Answers a read (or a watch-management request) from this replica's state.
+fn read(replica: &ReplicaInner, session: SessionId, ids: &[Id], request: Request) -> Result<Response, KeeperError> {
+    let caller = Caller::new(session, ids);
+    let watch = |path: &str, kind: WatchKind| replica.hub.watches().add(session, path, kind);
+    replica.state.read(|state| {
+        let tree = state.tree();
+        match request {
+            Request::Exists(r) => match tree.exists(caller, &r.path)? {
+                Some(stat) => {
+                    if r.watch {
+                        watch(&r.path, WatchKind::Data);
+                    }
+                    Ok(Response::Stat(stat))
+                }
+                None => {
+                    if r.watch {
+                        watch(&r.path, WatchKind::Exist);
+                    }
+                    Err(KeeperError::NoNode)
+                }
+            },
+            Request::GetData(r) => {
+                let (data, stat) = tree.get_data(caller, &r.path)?;
+                if r.watch {
+                    watch(&r.path, WatchKind::Data);
+                }
+                Ok(Response::GetData { data: data.to_vec(), stat })
+            }
+            Request::GetChildren(r) => {
+                let (children, _) = tree.get_children(caller, &r.path)?;
+                if r.watch {
+                    watch(&r.path, WatchKind::Child);
+                }
+                Ok(Response::GetChildren { children })
+            }
+            Request::GetChildren2(r) => {
+                let (children, stat) = tree.get_children(caller, &r.path)?;
+                if r.watch {
+                    watch(&r.path, WatchKind::Child);
+                }
+                Ok(Response::GetChildren2 { children, stat })
+            }
+            Request::GetAcl(r) => tree.get_acl(caller, &r.path).map(|(acl, stat)| Response::GetAcl { acl, stat }),
+            Request::GetAllChildrenNumber(r) => tree
+                .get_all_children_number(caller, &r.path)
+                .map(|total_number| Response::GetAllChildrenNumber { total_number }),
+            Request::GetEphemerals(r) => {
+                let ephemerals = tree.get_ephemerals(session, r.prefix().unwrap_or(""));
+                Ok(Response::GetEphemerals { ephemerals })
+            }
+            Request::MultiRead(ops) => Ok(Response::MultiRead(
+                ops.iter()
+                    .map(|op| {
+                        let result = match op {
+                            MultiReadOp::GetData(r) => tree
+                                .get_data(caller, &r.path)
+                                .map(|(data, stat)| MultiReadResult::GetData { data: data.to_vec(), stat }),
+                            MultiReadOp::GetChildren(r) => tree
+                                .get_children(caller, &r.path)
+                                .map(|(children, _)| MultiReadResult::GetChildren { children }),
+                        };
+                        result.unwrap_or_else(|e| MultiReadResult::Error { err: e.code() })
+                    })
+                    .collect(),
+            )),
+            Request::AddWatch(r) => {
+                let kind = match r.mode {
+                    add_watch_mode::PERSISTENT => WatchKind::Persistent,
+                    add_watch_mode::PERSISTENT_RECURSIVE => WatchKind::PersistentRecursive,
+                    _ => return Err(KeeperError::BadArguments),
+                };
+                crate::validate_path(&r.path).map_err(|_| KeeperError::BadArguments)?;
+                watch(&r.path, kind);
+                Ok(Response::AddWatch)
+            }
+            Request::CheckWatches(r) => {
+                let kind = WatcherType::from_code(r.watcher_type).ok_or(KeeperError::BadArguments)?;
+                if replica.hub.watches().contains(session, &r.path, kind) {
+                    Ok(Response::Empty)
+                } else {
+                    Err(KeeperError::NoWatcher)
+                }
+            }
+            Request::RemoveWatches(r) => {
+                let kind = WatcherType::from_code(r.watcher_type).ok_or(KeeperError::BadArguments)?;
+                if replica.hub.watches().remove(session, &r.path, kind) {
+                    Ok(Response::Empty)
+                } else {
+                    Err(KeeperError::NoWatcher)
+                }
+            }
+            Request::WhoAmI => Ok(Response::WhoAmI {
+                client_info: ids
+                    .iter()
+                    .map(|id| ClientInfo {
+                        auth_scheme: id.scheme.clone(),
+                        user: id.id.split(':').next().unwrap_or_default().to_string(),
+                    })
+                    .collect(),
+            }),
+            Request::Reconfig(_) => Err(KeeperError::ReconfigDisabled),
+            _ => Err(KeeperError::Unimplemented),
+        }
+    })
+}
+
+/// Re-registers a reconnecting session's watches and fires at once the events it missed.
+fn set_watches(replica: &ReplicaInner, session: SessionId, w: crate::proto::records::SetWatches2) -> Reply {
+    let replay = WatchReplay {
+        data: w.data_watches,
+        exist: w.exist_watches,
+        child: w.child_watches,
+        persistent: w.persistent_watches,
+        persistent_recursive: w.persistent_recursive_watches,
+    };
+    // The registry lock is taken inside the state's read lock, as apply takes it after the
+    // state's write lock is released: the replay sees a state no event has been sent past.
+    let (missed, zxid) = replica.state.read(|state| {
+        let missed = replica.hub.watches().replay(state.tree(), session, w.relative_zxid, &replay);
+        (missed, replica.state.last_zxid())
+    });
+    let mut frame = Vec::new();
+    for event in &missed {
+        proto::encode_notification(&mut frame, event.zxid, &crate::proto::WatcherEvent::from(event));
+    }
+    proto::encode_reply(&mut frame, xid::SET_WATCHES, zxid, Ok(&Response::Empty));
+    Reply::Frame(frame)
+}

@@ -1,0 +1,395 @@
+//! The replicated state: the znode tree, the session table and the write de-duplication table,
+//! changed only by [`Command`]s applied in log order.
+//!
+//! Everything here is deterministic: a command carries the leader's clock, the session
+//! password the leader drew, and the caller's auth ids, so every replica that applies the same
+//! log reaches the same bytes. Apply never reads a clock and never panics.
+//!
+//! Each write carries `(session, xid)`. A write forwarded or retried after a leader change may
+//! reach the log twice; the second copy returns the first one's result without applying again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::acl::{Acl, Id};
+use crate::error::KeeperError;
+use crate::snapshot::SnapshotError;
+use crate::stat::{SessionId, Stat, Zxid};
+use crate::tree::{Caller, CreateRequest, Created, Op, OpResult, TreeConfig, Txn, ZnodeTree};
+use crate::watch::WatchEvent;
+
+/// A change, as it is written to the Raft log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// The leader's wall clock when it proposed the command, in ms since the epoch.
+    pub time: i64,
+    /// What to do.
+    pub kind: CommandKind,
+}
+
+/// The kinds of change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Opens a session with the timeout the server granted and the password the leader drew.
+    CreateSession {
+        /// Negotiated timeout, in ms.
+        timeout_ms: u32,
+        /// The session's password.
+        password: Vec<u8>,
+    },
+    /// A client closed its session, or the leader expired it: its ephemerals go.
+    CloseSession {
+        /// The session.
+        session: SessionId,
+    },
+    /// A client's write.
+    Write {
+        /// The session that sent it.
+        session: SessionId,
+        /// The request's xid, for de-duplication.
+        xid: i32,
+        /// The session's auth ids, for ACL checks.
+        ids: Vec<Id>,
+        /// The operation.
+        op: WriteOp,
+    },
+    /// Deletes containers and TTL nodes the leader found due.
+    DeleteExpired {
+        /// Their paths.
+        paths: Vec<String>,
+    },
+}
+
+/// A client write operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// create / create2 / createContainer / createTTL.
+    Create(CreateRequest),
+    /// delete.
+    Delete {
+        /// The node.
+        path: String,
+        /// Expected version or −1.
+        version: i32,
+    },
+    /// setData.
+    SetData {
+        /// The node.
+        path: String,
+        /// New data.
+        data: Vec<u8>,
+        /// Expected version or −1.
+        version: i32,
+    },
+    /// setACL.
+    SetAcl {
+        /// The node.
+        path: String,
+        /// The new ACL.
+        acl: Vec<Acl>,
+        /// Expected ACL version or −1.
+        version: i32,
+    },
+    /// multi.
+    Multi(Vec<Op>),
+}
+
+/// What a command returned; travels back to the replica the client is connected to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// The new session's id and password.
+    SessionCreated {
+        /// Its id.
+        session: SessionId,
+        /// Its password.
+        password: Vec<u8>,
+    },
+    /// The session is closed (or was already).
+    SessionClosed,
+    /// A write's outcome.
+    Write(Result<WriteResult, WriteError>),
+    /// How many expired nodes were deleted.
+    Expired(usize),
+}
+
+/// A successful write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// The node created.
+    Created(Created),
+    /// Deleted.
+    Deleted,
+    /// The node's Stat after setData or setACL.
+    Stat(Stat),
+    /// Every op's result.
+    Multi(Vec<OpResult>),
+}
+
+/// A failed write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteError {
+    /// The error ZooKeeper would return.
+    Keeper(KeeperError),
+    /// A multi that failed: one result per op.
+    Multi(Vec<OpResult>),
+}
+
+/// What the state keeps of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The negotiated timeout, in ms.
+    pub timeout_ms: u32,
+    /// The password a reconnecting client must present.
+    pub password: Vec<u8>,
+}
+
+/// The replicated state.
+#[derive(Debug)]
+pub struct ZnodeState {
+    tree: ZnodeTree,
+    sessions: BTreeMap<SessionId, SessionInfo>,
+    /// The last write of each session: its xid and result.
+    last_write: BTreeMap<SessionId, (i32, CommandResult)>,
+    next_session: SessionId,
+}
+
+/// The serialized form of [`ZnodeState`] besides the tree.
+#[derive(Serialize, Deserialize)]
+struct StateSnapshot {
+    tree: Vec<u8>,
+    sessions: BTreeMap<SessionId, SessionInfo>,
+    last_write: BTreeMap<SessionId, (i32, CommandResult)>,
+    next_session: SessionId,
+}
+
+/// The high byte of every session id this store hands out, as ZooKeeper puts its server id
+/// there; it keeps ids positive and clear of the container and TTL owner encodings.
+const SESSION_ID_HIGH: i64 = 1 << 56;
+
+impl ZnodeState {
+    /// An empty store: the root and `/zookeeper`.
+    pub fn new(config: TreeConfig) -> Self {
+        ZnodeState {
+            tree: ZnodeTree::new(config),
+            sessions: BTreeMap::new(),
+            last_write: BTreeMap::new(),
+            next_session: 0,
+        }
+    }
+
+    /// The tree, for reads.
+    pub fn tree(&self) -> &ZnodeTree {
+        &self.tree
+    }
+
+    /// The session called `id`, if it is open.
+    pub fn session(&self, id: SessionId) -> Option<&SessionInfo> {
+        self.sessions.get(&id)
+    }
+
+    /// Every open session.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &SessionInfo)> {
+        self.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    /// Applies `command` as transaction `zxid`: returns its result and the watch events it
+    /// caused.
+    pub fn apply(&mut self, zxid: Zxid, command: &Command) -> (CommandResult, Vec<WatchEvent>) {
+        let txn = Txn::new(zxid, command.time);
+        match &command.kind {
+            CommandKind::CreateSession { timeout_ms, password } => {
+                if self.next_session == 0 {
+                    // ZooKeeper seeds its ids from the clock: ((now << 24) >>> 8) | serverId << 56.
+                    self.next_session = (((command.time as u64) << 24) >> 8) as i64 | SESSION_ID_HIGH;
+                }
+                let session = self.next_session;
+                self.next_session += 1;
+                self.sessions.insert(session, SessionInfo { timeout_ms: *timeout_ms, password: password.clone() });
+                (CommandResult::SessionCreated { session, password: password.clone() }, Vec::new())
+            }
+            CommandKind::CloseSession { session } => {
+                self.sessions.remove(session);
+                self.last_write.remove(session);
+                let closed = self.tree.close_session(txn, *session);
+                (CommandResult::SessionClosed, closed.events)
+            }
+            CommandKind::DeleteExpired { paths } => {
+                let mut events = Vec::new();
+                let mut deleted = 0;
+                for path in paths {
+                    if let Ok(applied) = self.tree.delete_expired(txn, path) {
+                        deleted += 1;
+                        events.extend(applied.events);
+                    }
+                }
+                (CommandResult::Expired(deleted), events)
+            }
+            CommandKind::Write { session, xid, ids, op } => {
+                if let Some((last_xid, result)) = self.last_write.get(session) {
+                    if last_xid == xid {
+                        return (result.clone(), Vec::new());
+                    }
+                }
+                if !self.sessions.contains_key(session) {
+                    return (CommandResult::Write(Err(WriteError::Keeper(KeeperError::SessionExpired))), Vec::new());
+                }
+                let caller = Caller::new(*session, ids);
+                let (result, events) = self.write(txn, caller, op.clone());
+                let result = CommandResult::Write(result);
+                self.last_write.insert(*session, (*xid, result.clone()));
+                (result, events)
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        txn: Txn,
+        caller: Caller<'_>,
+        op: WriteOp,
+    ) -> (Result<WriteResult, WriteError>, Vec<WatchEvent>) {
+        let keeper = |e: KeeperError| (Err(WriteError::Keeper(e)), Vec::new());
+        match op {
+            WriteOp::Create(req) => match self.tree.create(txn, caller, req) {
+                Ok(a) => (Ok(WriteResult::Created(a.value)), a.events),
+                Err(e) => keeper(e),
+            },
+            WriteOp::Delete { path, version } => match self.tree.delete(txn, caller, &path, version) {
+                Ok(a) => (Ok(WriteResult::Deleted), a.events),
+                Err(e) => keeper(e),
+            },
+            WriteOp::SetData { path, data, version } => match self.tree.set_data(txn, caller, &path, data, version) {
+                Ok(a) => (Ok(WriteResult::Stat(a.value)), a.events),
+                Err(e) => keeper(e),
+            },
+            WriteOp::SetAcl { path, acl, version } => match self.tree.set_acl(caller, &path, &acl, version) {
+                Ok(stat) => (Ok(WriteResult::Stat(stat)), Vec::new()),
+                Err(e) => keeper(e),
+            },
+            WriteOp::Multi(ops) => match self.tree.multi(txn, caller, ops) {
+                Ok(a) => (Ok(WriteResult::Multi(a.value)), a.events),
+                Err(failed) => (Err(WriteError::Multi(failed.results)), Vec::new()),
+            },
+        }
+    }
+
+    /// The whole state as bytes (canonical: equal states give equal bytes).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snapshot = StateSnapshot {
+            tree: self.tree.snapshot(),
+            sessions: self.sessions.clone(),
+            last_write: self.last_write.clone(),
+            next_session: self.next_session,
+        };
+        postcard::to_allocvec(&snapshot).expect("serializing plain data to memory cannot fail")
+    }
+
+    /// A state from [`ZnodeState::snapshot`] bytes; an error, never a panic, on bad input.
+    pub fn restore(bytes: &[u8], config: TreeConfig) -> Result<Self, SnapshotError> {
+        let snapshot: StateSnapshot =
+            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Decode(format!("state snapshot: {e}")))?;
+        Ok(ZnodeState {
+            tree: ZnodeTree::restore(&snapshot.tree, config)?,
+            sessions: snapshot.sessions,
+            last_write: snapshot.last_write,
+            next_session: snapshot.next_session,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stat::CreateMode;
+
+    fn cmd(time: i64, kind: CommandKind) -> Command {
+        Command { time, kind }
+    }
+
+    fn open_session(state: &mut ZnodeState, zxid: Zxid) -> SessionId {
+        let created = cmd(1_700_000_000_000, CommandKind::CreateSession { timeout_ms: 4000, password: vec![7; 16] });
+        match state.apply(zxid, &created).0 {
+            CommandResult::SessionCreated { session, .. } => session,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn write(session: SessionId, xid: i32, op: WriteOp) -> Command {
+        cmd(1_700_000_000_100, CommandKind::Write { session, xid, ids: vec![], op })
+    }
+
+    #[test]
+    fn a_retried_write_returns_the_first_result_and_changes_nothing() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        let create =
+            write(s, 1, WriteOp::Create(CreateRequest::new("/seq-", vec![]).mode(CreateMode::PersistentSequential)));
+        let (first, events) = state.apply(2, &create);
+        assert_eq!(events.len(), 2);
+        let before = state.snapshot();
+        let (again, events) = state.apply(3, &create);
+        assert_eq!(first, again);
+        assert!(events.is_empty());
+        assert_eq!(state.snapshot(), before, "the duplicate must not create a second sequential node");
+        let (next, _) = state.apply(
+            4,
+            &write(s, 2, WriteOp::Create(CreateRequest::new("/seq-", vec![]).mode(CreateMode::PersistentSequential))),
+        );
+        assert_ne!(next, first);
+    }
+
+    #[test]
+    fn closing_a_session_deletes_its_ephemerals_and_refuses_its_later_writes() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        let eph = WriteOp::Create(CreateRequest::new("/e", vec![]).mode(CreateMode::Ephemeral));
+        assert!(matches!(state.apply(2, &write(s, 1, eph)).0, CommandResult::Write(Ok(_))));
+        let (_, events) = state.apply(3, &cmd(5, CommandKind::CloseSession { session: s }));
+        assert_eq!(events.len(), 2, "NodeDeleted and NodeChildrenChanged");
+        assert!(state.tree().stat("/e").is_none());
+        assert!(state.session(s).is_none());
+        let late = write(s, 2, WriteOp::SetData { path: "/".into(), data: vec![], version: -1 });
+        assert_eq!(state.apply(4, &late).0, CommandResult::Write(Err(WriteError::Keeper(KeeperError::SessionExpired))));
+    }
+
+    #[test]
+    fn session_ids_are_distinct_positive_and_the_same_on_every_replica() {
+        let mut a = ZnodeState::new(TreeConfig::default());
+        let mut b = ZnodeState::new(TreeConfig::default());
+        let ids: Vec<_> = (1..5).map(|z| open_session(&mut a, z)).collect();
+        let ids_b: Vec<_> = (1..5).map(|z| open_session(&mut b, z)).collect();
+        assert_eq!(ids, ids_b);
+        assert!(ids.iter().all(|&id| id > 0));
+        assert_eq!(ids.iter().collect::<std::collections::BTreeSet<_>>().len(), 4);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_sessions_and_dedup() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        let create = write(s, 1, WriteOp::Create(CreateRequest::new("/a", b"x".to_vec())));
+        let (first, _) = state.apply(2, &create);
+        let mut restored = ZnodeState::restore(&state.snapshot(), TreeConfig::default()).unwrap();
+        assert_eq!(restored.snapshot(), state.snapshot());
+        assert_eq!(restored.apply(3, &create).0, first);
+        assert!(ZnodeState::restore(b"garbage", TreeConfig::default()).is_err());
+    }
+
+    #[test]
+    fn a_failed_multi_reports_per_op_results() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        let ops =
+            vec![Op::Create(CreateRequest::new("/m", vec![])), Op::Delete { path: "/missing".into(), version: -1 }];
+        let (result, events) = state.apply(2, &write(s, 1, WriteOp::Multi(ops)));
+        assert!(events.is_empty());
+        match result {
+            CommandResult::Write(Err(WriteError::Multi(results))) => {
+                assert_eq!(results, vec![OpResult::RolledBack, OpResult::Error(KeeperError::NoNode)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(state.tree().stat("/m").is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! The znode store as openraft's state machine: [`ZnodeState`] behind a lock, applied in log
+//! order, with snapshots written atomically beside the Raft log.
+//!
+//! After each command is applied, the [`ApplyListener`] hears of it, still in log order and
+//! before the command's writer gets its result: that is where a replica sends watch
+//! notifications, so a client sees the event before any reply that reflects the change.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::stat::Zxid;
+use crate::state::{Command, CommandResult, ZnodeState};
+use crate::tree::TreeConfig;
+use crate::watch::WatchEvent;
+
+openraft::declare_raft_types!(
+    /// Squall's Raft types: commands in, their results out, replicas addressed by `BasicNode`.
+    pub TypeConfig: D = Command, R = CommandResult
+);
+
+/// The Raft handle of a replica.
+pub type Raft = openraft::Raft<TypeConfig, ZnodeStateMachine>;
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.kind)
+    }
+}
+
+/// Hears of every applied command, in log order.
+pub trait ApplyListener: Send + Sync + 'static {
+    /// `command` was applied as `zxid` with `result`, causing `events`. Called with the state's
+    /// write lock released; must not block.
+    fn applied(&self, zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>);
+}
+
+/// The replicated state as the rest of the replica sees it.
+pub struct SharedState {
+    state: RwLock<ZnodeState>,
+    applied: watch::Sender<Zxid>,
+}
+
+impl SharedState {
+    /// Runs `f` with the state, for reads.
+    pub fn read<R>(&self, f: impl FnOnce(&ZnodeState) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The zxid of the last applied command.
+    pub fn last_zxid(&self) -> Zxid {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the command `zxid` has been applied here.
+    pub async fn wait_applied(&self, zxid: Zxid) {
+        let mut rx = self.applied.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we hold `&self`.
+        let _ = rx.wait_for(|applied| *applied >= zxid).await;
+    }
+}
+
+/// Everything a snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    membership: StoredMembershipOf<TypeConfig>,
+    state: Vec<u8>,
+}
+
+/// A snapshot as stored on disk: metadata and the postcard bytes of a [`SnapshotBody`].
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<TypeConfig>,
+    data: Vec<u8>,
+}
+
+/// The file, inside the replica's data directory, that holds the last snapshot.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// openraft's state machine for the znode store.
+pub struct ZnodeStateMachine {
+    shared: Arc<SharedState>,
+    config: TreeConfig,
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    membership: StoredMembershipOf<TypeConfig>,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    snapshot_path: PathBuf,
+    listener: Arc<dyn ApplyListener>,
+}
+
+/// Why a replica's snapshot could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot {path}: {reason}")]
+pub struct SnapshotLoadError {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ZnodeStateMachine {
+    /// The state machine of the replica whose data directory is `dir`, starting from the last
+    /// snapshot saved there (the log then replays the rest).
+    pub fn open(
+        dir: &Path,
+        config: TreeConfig,
+        listener: Arc<dyn ApplyListener>,
+    ) -> Result<(Self, Arc<SharedState>), SnapshotLoadError> {
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let fail = |reason: String| SnapshotLoadError { path: snapshot_path.clone(), reason };
+        let (state, last_applied, membership, snapshot) = match fs::read(&snapshot_path) {
+            Ok(bytes) => {
+                let stored: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| fail(format!("corrupt: {e}")))?;
+                let body: SnapshotBody =
+                    postcard::from_bytes(&stored.data).map_err(|e| fail(format!("corrupt: {e}")))?;
+                let state = ZnodeState::restore(&body.state, config.clone()).map_err(|e| fail(e.to_string()))?;
+                (state, body.last_applied, body.membership, Some(stored))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (ZnodeState::new(config.clone()), None, StoredMembershipOf::<TypeConfig>::default(), None)
+            }
+            Err(e) => return Err(fail(format!("cannot read: {e}"))),
+        };
+        let zxid = last_applied.as_ref().map(|l| l.index as Zxid).unwrap_or(0);
+        let shared = Arc::new(SharedState { state: RwLock::new(state), applied: watch::Sender::new(zxid) });
+        let machine = ZnodeStateMachine {
+            shared: shared.clone(),
+            config,
+            last_applied,
+            membership,
+            snapshot: Arc::new(Mutex::new(snapshot)),
+            snapshot_path,
+            listener,
+        };
+        Ok((machine, shared))
+    }
+}
+
+/// Writes a snapshot file atomically (temp file, fsync, rename, fsync of the directory) and
+/// makes it current.
+fn save(path: &Path, current: &Mutex<Option<StoredSnapshot>>, snapshot: StoredSnapshot) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let bytes = postcard::to_stdvec(&snapshot).map_err(io::Error::other)?;
+    {
+        let mut file = fs::File::create(&tmp)?;
+        io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = ZnodeSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> io::Result<()>
+    where
+        S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let zxid = entry.log_id.index as Zxid;
+            self.last_applied = Some(entry.log_id);
+            let result = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(command) => {
+                    let (result, events) = {
+                        let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                        state.apply(zxid, &command)
+                    };
+                    self.listener.applied(zxid, &command, &result, events);
+                    Some(result)
+                }
+            };
+            self.shared.applied.send_replace(zxid);
+            if let Some(responder) = responder {
+                responder.send(result.unwrap_or(CommandResult::SessionClosed));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let state = self.shared.read(|s| s.snapshot());
+        ZnodeSnapshotBuilder {
+            body: SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), state },
+            snapshot: self.snapshot.clone(),
+            path: self.snapshot_path.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<TypeConfig>, data: Vec<u8>) -> io::Result<()> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let body: SnapshotBody = postcard::from_bytes(&data).map_err(|e| invalid(e.to_string()))?;
+        let state = ZnodeState::restore(&body.state, self.config.clone()).map_err(|e| invalid(e.to_string()))?;
+        save(&self.snapshot_path, &self.snapshot, StoredSnapshot { meta: meta.clone(), data })?;
+        *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.last_applied = body.last_applied;
+        self.membership = body.membership;
+        let zxid = self.last_applied.as_ref().map(|l| l.index as Zxid).unwrap_or(0);
+        self.shared.applied.send_replace(zxid);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>> {
+        let current = self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(current.map(|s| SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
+    }
+}
+
+/// Serializes the copy of the state taken when the builder was made.
+pub struct ZnodeSnapshotBuilder {
+    body: SnapshotBody,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    path: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ZnodeSnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, Vec<u8>>> {
+        let data = postcard::to_stdvec(&self.body).map_err(io::Error::other)?;
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: self.body.last_applied,
+            last_membership: self.body.membership.clone(),
+        };
+        let path = self.path.clone();
+        let current = self.snapshot.clone();
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        tokio::task::spawn_blocking(move || save(&path, &current, stored)).await.map_err(io::Error::other)??;
+        Ok(SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data })
+    }
+}

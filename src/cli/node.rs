@@ -1,0 +1,88 @@
+//! `squall node`: runs a coordinator replica until interrupted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use squall_coordinator::replica::{Replica, ReplicaConfig};
+
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// This node's id (a positive integer, unique in the ensemble).
+    #[arg(long)]
+    id: u64,
+    /// Where the replica keeps its Raft log, vote and snapshots. Created if missing; a
+    /// directory of another node or one that is not a Squall store is refused.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The address ZooKeeper clients connect to.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    listen: SocketAddr,
+    /// The address this replica's peers reach its Raft port at (needed with --peer).
+    #[arg(long)]
+    raft: Option<SocketAddr>,
+    /// A replica of the ensemble as ID=HOST:PORT (its Raft address); list every replica, this
+    /// one included. Without --peer the node is a one-replica store.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(u64, String)>,
+    /// ZooKeeper's tick: negotiated session timeouts are clamped to [2, 20] ticks.
+    #[arg(long, default_value = "100ms", value_parser = super::parse_duration)]
+    tick: Duration,
+    /// `user:password` of a super user that passes every ACL check.
+    #[arg(long, env = "SQUALL_SUPER_USER", hide_env_values = true)]
+    super_user: Option<String>,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s.split_once('=').ok_or_else(|| format!("'{s}' is not ID=HOST:PORT"))?;
+    let id = id.parse::<u64>().map_err(|_| format!("'{id}' in '{s}' is not a node id"))?;
+    if !addr.contains(':') {
+        return Err(format!("'{addr}' in '{s}' is not HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let mut peers = BTreeMap::new();
+    for (id, addr) in args.peers {
+        if peers.insert(id, addr).is_some() {
+            anyhow::bail!("--peer lists node {id} twice");
+        }
+    }
+    let config = ReplicaConfig {
+        id: args.id,
+        data_dir: args.data_dir,
+        client_addr: args.listen,
+        raft_addr: args.raft,
+        peers,
+        tick: args.tick,
+        super_user: args.super_user,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let replica = Replica::start(config).await?;
+        eprintln!(
+            "squall node {}: serving ZooKeeper clients on {}{}",
+            args.id,
+            replica.client_addr(),
+            replica.raft_addr().map(|a| format!(", peers on {a}")).unwrap_or_default()
+        );
+        wait_for_signal().await?;
+        eprintln!("squall node {}: stopping", args.id);
+        replica.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}
