@@ -22,6 +22,7 @@ pub mod acl;
 pub mod error;
 pub mod jute;
 pub mod path;
+mod peer;
 pub mod proto;
 pub mod raft;
 pub mod replica;

@@ -5,7 +5,7 @@
 //! Reads are served from this replica's state. Session liveness stays in the leader's memory
 //! ([`SessionTracker`]); only an expiry reaches the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,12 +19,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::peer::{PeerHandler, PeerRequest, PeerResponse};
 use crate::proto::{self, WatcherEvent};
 use crate::raft::{LogStore, NetworkConfig, RaftRpcServer, StoreOpenError, TcpNetwork};
 use crate::session::SessionTracker;
 use crate::stat::{SessionId, Zxid};
 use crate::state::{Command, CommandKind, CommandResult};
-use crate::store::{ApplyListener, Raft, SharedState, SnapshotLoadError, ZnodeStateMachine};
+use crate::store::{ApplyListener, Raft, SharedState, SnapshotLoadError, TypeConfig, ZnodeStateMachine};
 use crate::tree::TreeConfig;
 use crate::watch::{WatchEvent, WatchRegistry};
 
@@ -89,7 +90,7 @@ pub enum StartError {
 }
 
 /// Why a write could not be made.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// This replica is not the leader (the client should retry on another replica).
     #[error("not the leader (leader: {leader:?})")]
@@ -100,6 +101,9 @@ pub enum ProposeError {
     /// Raft failed or is shutting down.
     #[error("raft: {0}")]
     Raft(String),
+    /// The leader could not be reached in time.
+    #[error("the leader is unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// A frame on its way to a client connection, or the order to close it.
@@ -122,6 +126,8 @@ pub(crate) struct Hub {
     watches: Mutex<WatchRegistry>,
     connections: Mutex<HashMap<SessionId, Connection>>,
     tracker: Mutex<SessionTracker>,
+    /// Sessions active here since they were last reported to the leader.
+    active: Mutex<HashSet<SessionId>>,
     next_connection: AtomicU64,
     pub(crate) tick: Duration,
 }
@@ -136,6 +142,7 @@ impl Hub {
             watches: Mutex::new(WatchRegistry::default()),
             connections: Mutex::new(HashMap::new()),
             tracker: Mutex::new(SessionTracker::default()),
+            active: Mutex::new(HashSet::new()),
             next_connection: AtomicU64::new(1),
             tick,
         }
@@ -172,9 +179,25 @@ impl Hub {
         lock(&self.connections).keys().copied().collect()
     }
 
-    /// Records activity of `session` (any request, ping included).
+    /// Records activity of `session` (any request, ping included): on the leader it moves the
+    /// deadline; a follower reports it to the leader at the next tick.
     pub(crate) fn touch(&self, session: SessionId) {
         lock(&self.tracker).touch(session, Instant::now());
+        lock(&self.active).insert(session);
+    }
+
+    /// Moves the deadlines of sessions active on another replica.
+    pub(crate) fn touch_tracked(&self, sessions: &[SessionId]) {
+        let now = Instant::now();
+        let mut tracker = lock(&self.tracker);
+        for session in sessions {
+            tracker.touch(*session, now);
+        }
+    }
+
+    /// The sessions active here since the last call.
+    fn take_active(&self) -> Vec<SessionId> {
+        lock(&self.active).drain().collect()
     }
 
     /// Sends `events` to the sessions watching them.
@@ -220,6 +243,7 @@ impl ApplyListener for Hub {
 pub(crate) struct ReplicaInner {
     pub(crate) config: ReplicaConfig,
     pub(crate) raft: Raft,
+    network: TcpNetwork<TypeConfig>,
     pub(crate) state: Arc<SharedState>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) started: Instant,
@@ -233,14 +257,51 @@ pub(crate) struct Counters {
     pub(crate) sent: AtomicU64,
 }
 
+/// How long a write keeps trying to reach a leader (elections included).
+const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
+/// How long one forwarded request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a leader to be known.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
 /// The wall clock in ms since the epoch, as ZooKeeper stamps ctime and mtime.
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl ReplicaInner {
-    /// Proposes a command, stamped with this replica's clock, and waits for its result.
+    /// Makes a change: proposes it here when this replica leads, else forwards it to the
+    /// leader and waits until this replica has applied it too. Retries across a leader change
+    /// until [`FORWARD_DEADLINE`]; a write retried that way is applied once (the state
+    /// de-duplicates by session and xid).
     pub(crate) async fn propose(&self, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
+        let deadline = Instant::now() + FORWARD_DEADLINE;
+        loop {
+            let attempt = match self.leader().await {
+                Some(leader) if leader == self.config.id => self.propose_here(kind.clone()).await,
+                Some(leader) => self.forward(leader, kind.clone()).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok((zxid, result)) => {
+                    if tokio::time::timeout_at(deadline.into(), self.state.wait_applied(zxid)).await.is_err() {
+                        return Err(ProposeError::Unreachable(format!("zxid {zxid:#x} not applied here in time")));
+                    }
+                    return Ok((zxid, result));
+                }
+                Err(ProposeError::Raft(e)) => return Err(ProposeError::Raft(e)),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!("retrying a write: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes a command here, stamped with this replica's clock (the leader's, when it
+    /// succeeds), and waits for its result.
+    pub(crate) async fn propose_here(&self, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
         let command = Command { time: now_ms(), kind };
         match self.raft.client_write(command).await {
             Ok(response) => Ok((response.log_id.index as Zxid, response.data)),
@@ -249,6 +310,69 @@ impl ReplicaInner {
                 None => Err(ProposeError::Raft(e.to_string())),
             },
         }
+    }
+
+    /// Asks the leader `leader` to propose a command.
+    async fn forward(&self, leader: u64, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
+        match self.ask(leader, &PeerRequest::Propose(kind)).await? {
+            PeerResponse::Proposed(result) => result,
+            other => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The zxid this replica must reach to reflect every write acknowledged before now:
+    /// ZooKeeper's `sync`.
+    pub(crate) async fn sync_point(&self) -> Result<Zxid, ProposeError> {
+        match self.leader().await {
+            Some(leader) if leader == self.config.id => self.read_index_here().await,
+            Some(leader) => match self.ask(leader, &PeerRequest::ReadIndex).await? {
+                PeerResponse::ReadIndex(result) => result,
+                other => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
+            },
+            None => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    /// The leader's read index, confirmed by a quorum, when this replica leads.
+    pub(crate) async fn read_index_here(&self) -> Result<Zxid, ProposeError> {
+        match self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index() as Zxid),
+            Err(e) => match e.forward_to_leader() {
+                Some(forward) => Err(ProposeError::NotLeader { leader: forward.leader_id }),
+                None => Err(ProposeError::Raft(e.to_string())),
+            },
+        }
+    }
+
+    /// Sends `request` to replica `peer` and decodes its answer.
+    async fn ask(&self, peer: u64, request: &PeerRequest) -> Result<PeerResponse, ProposeError> {
+        let addr = self.peer_addr(peer).ok_or(ProposeError::NotLeader { leader: Some(peer) })?;
+        let bytes = postcard::to_stdvec(request).map_err(|e| ProposeError::Unreachable(e.to_string()))?;
+        let answer =
+            self.network.app_call(peer, &addr, bytes, FORWARD_TIMEOUT).await.map_err(ProposeError::Unreachable)?;
+        postcard::from_bytes(&answer).map_err(|e| ProposeError::Unreachable(format!("bad answer: {e}")))
+    }
+
+    /// The Raft address of replica `id`, from the membership.
+    fn peer_addr(&self, id: u64) -> Option<String> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// The current leader, waiting up to an election's length for one.
+    async fn leader(&self) -> Option<u64> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(leader) = metrics.borrow_watched().current_leader {
+                    return Some(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(LEADER_WAIT, wait).await.ok().flatten()
     }
 
     /// Whether this replica leads the ensemble.
@@ -309,20 +433,16 @@ impl Replica {
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
         let network = TcpNetwork::new(config.id, NetworkConfig::default());
-        let raft = Raft::new(config.id, raft_config, network, log_store, machine)
+        let raft = Raft::new(config.id, raft_config, network.clone(), log_store, machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let raft_server = match config.raft_addr {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
+        let raft_listener = match config.raft_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Io { what: format!("cannot listen for peers on {addr}"), source })?;
-                Some(
-                    RaftRpcServer::start(listener, raft.clone(), NetworkConfig::default())
-                        .map_err(|source| StartError::Io { what: "cannot serve peers".into(), source })?,
-                )
-            }
+                    .map_err(|source| StartError::Io { what: format!("cannot listen for peers on {addr}"), source })?,
+            ),
             None => None,
         };
         let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| StartError::Io {
@@ -333,10 +453,31 @@ impl Replica {
             client_listener.local_addr().map_err(|source| StartError::Io { what: "local address".into(), source })?;
         config.client_addr = client_addr;
 
-        initialize(&raft, &config, raft_server.as_ref().map(|s| s.local_addr())).await?;
+        let inner = Arc::new(ReplicaInner {
+            config,
+            raft,
+            network,
+            state,
+            hub,
+            started: Instant::now(),
+            counters: Counters::default(),
+        });
+        let raft_server = match raft_listener {
+            Some(listener) => {
+                let handler: Arc<dyn crate::raft::AppHandler> = Arc::new(PeerHandler(inner.clone()));
+                let server = RaftRpcServer::start_with_app(
+                    listener,
+                    inner.raft.clone(),
+                    NetworkConfig::default(),
+                    Some(handler),
+                )
+                .map_err(|source| StartError::Io { what: "cannot serve peers".into(), source })?;
+                Some(server)
+            }
+            None => None,
+        };
+        initialize(&inner.raft, &inner.config, raft_server.as_ref().map(|s| s.local_addr())).await?;
 
-        let inner =
-            Arc::new(ReplicaInner { config, raft, state, hub, started: Instant::now(), counters: Counters::default() });
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         tasks.spawn(crate::server::serve(client_listener, inner.clone(), tasks.clone(), stop.clone()));
@@ -346,6 +487,14 @@ impl Replica {
             tokio::select! {
                 _ = expiry_stop.cancelled() => {}
                 _ = expire_sessions(expiry) => {}
+            }
+        });
+        let reporter = inner.clone();
+        let reporter_stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = reporter_stop.cancelled() => {}
+                _ = report_activity(reporter) => {}
             }
         });
         Ok(Replica { inner, client_addr, raft_server, tasks, stop, log_handle })
@@ -359,6 +508,11 @@ impl Replica {
     /// The address peers reach this replica's Raft at, if it has peers.
     pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.raft_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// Whether this replica currently leads the ensemble.
+    pub fn is_leader(&self) -> bool {
+        self.inner.is_leader()
     }
 
     /// The zxid of the last command applied here.
@@ -423,6 +577,26 @@ async fn initialize(raft: &Raft, config: &ReplicaConfig, raft_addr: Option<Socke
         // Another start already initialized it.
         Err(e) if e.to_string().contains("NotAllowed") || e.to_string().contains("not allowed") => Ok(()),
         Err(e) => Err(StartError::Raft(e.to_string())),
+    }
+}
+
+/// On a follower: every third of a tick, reports the sessions active here to the leader, so
+/// that a session connected to a follower does not expire.
+async fn report_activity(inner: Arc<ReplicaInner>) {
+    let mut ticker = tokio::time::interval(inner.hub.tick / 3);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let active = inner.hub.take_active();
+        if active.is_empty() || inner.is_leader() {
+            continue;
+        }
+        let leader = inner.raft.metrics().borrow_watched().current_leader;
+        if let Some(leader) = leader {
+            if let Err(e) = inner.ask(leader, &PeerRequest::Touch(active)).await {
+                tracing::debug!("cannot report session activity to the leader: {e}");
+            }
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub struct LogStoreConfig {
 
 impl Default for LogStoreConfig {
     fn default() -> Self {
-        Self { flush_batch_wait: std::time::Duration::from_micros(0), chunk_max_size: 64 << 20 }
+        Self { flush_batch_wait: std::time::Duration::from_micros(200), chunk_max_size: 64 << 20 }
     }
 }
 

@@ -44,6 +44,7 @@ pub use data_dir::StoreOpenError;
 pub use log_store::LogStore;
 pub use log_store::LogStoreConfig;
 pub use log_store::LogStoreStats;
+pub use network::AppHandler;
 pub use network::NetworkConfig;
 pub use network::PeerAddress;
 pub use network::PeerClient;

@@ -76,11 +76,10 @@ pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids:
             Reply::FrameThenClose(frame)
         }
         Request::Sync(r) => {
-            // Every write is applied here before it is answered, and a one-leader log is
-            // applied in order: the state already reflects every write the leader acknowledged
-            // once the replica catches up with its commit index.
-            if let Err(e) = replica.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
-                tracing::debug!("sync without a read index: {e}");
+            // Catch up with everything the leader had committed when the sync arrived.
+            match replica.sync_point().await {
+                Ok(zxid) => replica.state.wait_applied(zxid).await,
+                Err(e) => return Reply::Close(format!("sync: {e}")),
             }
             reply(xid, replica.state.last_zxid(), Ok(Response::Sync { path: r.path }))
         }

@@ -98,12 +98,31 @@ impl<C: RaftTypeConfig> Clone for TcpNetwork<C> {
 enum Lane {
     Replication,
     Snapshot,
+    /// The application's own requests, so they never queue behind replication.
+    App,
 }
 
 impl<C: RaftTypeConfig> TcpNetwork<C> {
     /// A factory for the replica `local_id` (named in timeout errors).
     pub fn new(local_id: C::NodeId, config: NetworkConfig) -> Self {
         Self { local_id, config: Arc::new(config), links: Arc::default() }
+    }
+
+    /// Sends an application request to the peer `target` at `addr` (its Raft address), to be
+    /// answered by the peer's [`AppHandler`](super::AppHandler), within `timeout`.
+    pub async fn app_call(
+        &self,
+        target: C::NodeId,
+        addr: &str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let client = self.client(target, addr, Lane::App);
+        match client.call(Request::App(request), RPCTypes::AppendEntries, timeout).await {
+            Ok(Reply::App(bytes)) => Ok(bytes),
+            Ok(other) => Err(format!("peer answered an application request with {}", other.kind())),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn client(&self, target: C::NodeId, addr: &str, lane: Lane) -> PeerClient<C> {

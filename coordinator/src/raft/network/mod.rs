@@ -23,6 +23,13 @@ pub use client::TcpNetwork;
 pub use server::RaftRpcServer;
 pub use server::serve;
 
+/// Answers the application's own requests between replicas (a follower forwarding a client's
+/// write to the leader, say), carried on the Raft RPC connections as opaque bytes.
+pub trait AppHandler: Send + Sync + 'static {
+    /// The answer to `request`, or why there is none.
+    fn call(&self, request: Vec<u8>) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
 /// The address other replicas reach a node's Raft RPC port at, taken from openraft's `Node` type.
 pub trait PeerAddress {
     /// `host:port` of the node's Raft RPC listener.

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -27,6 +28,7 @@ use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::AppHandler;
 use super::NetworkConfig;
 use super::wire;
 use super::wire::ClientFrame;
@@ -51,7 +53,7 @@ where
 {
     let token = CancellationToken::new();
     let _closes_connections_when_dropped = token.clone().drop_guard();
-    accept(listener, raft, config, token, TaskTracker::new()).await
+    accept(listener, raft, config, None, token, TaskTracker::new()).await
 }
 
 /// Accepts connections and runs each on a task of `tasks` that ends when `token` is cancelled.
@@ -59,6 +61,7 @@ async fn accept<C, SM>(
     listener: TcpListener,
     raft: Raft<C, SM>,
     config: NetworkConfig,
+    app: Option<Arc<dyn AppHandler>>,
     token: CancellationToken,
     tasks: TaskTracker,
 ) -> io::Result<()>
@@ -80,6 +83,7 @@ where
         let connection = ServerConnection {
             raft: raft.clone(),
             config: config.clone(),
+            app: app.clone(),
             token: token.child_token(),
             tasks: tasks.clone(),
         };
@@ -131,10 +135,25 @@ impl RaftRpcServer {
         C: RaftTypeConfig,
         SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
     {
+        Self::start_with_app(listener, raft, config, None)
+    }
+
+    /// [`RaftRpcServer::start`], with `app` answering the application's own requests
+    /// ([`TcpNetwork::app_call`](super::TcpNetwork::app_call)).
+    pub fn start_with_app<C, SM>(
+        listener: TcpListener,
+        raft: Raft<C, SM>,
+        config: NetworkConfig,
+        app: Option<Arc<dyn AppHandler>>,
+    ) -> io::Result<Self>
+    where
+        C: RaftTypeConfig,
+        SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
+    {
         let local_addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let accept = tokio::spawn(accept(listener, raft, config, token.clone(), tasks.clone()));
+        let accept = tokio::spawn(accept(listener, raft, config, app, token.clone(), tasks.clone()));
         Ok(Self { local_addr, token, tasks, accept })
     }
 
@@ -162,6 +181,7 @@ impl Drop for RaftRpcServer {
 struct ServerConnection<C: RaftTypeConfig, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     config: NetworkConfig,
+    app: Option<Arc<dyn AppHandler>>,
     /// Cancelled when the connection ends: stops the tasks it spawned.
     token: CancellationToken,
     /// The server's tasks, which [`RaftRpcServer::shutdown`] waits for.
@@ -264,8 +284,13 @@ where
     /// Runs one call on its own task and queues its reply.
     fn spawn_call(&self, id: u64, request: Request<C>, outbox: mpsc::Sender<Bytes>) {
         let raft = self.raft.clone();
+        let app = self.app.clone();
         self.spawn(async move {
             let reply = match request {
+                Request::App(bytes) => match app {
+                    Some(app) => app.call(bytes).await.map(Reply::App),
+                    None => Err("this replica takes no application requests".to_string()),
+                },
                 Request::Vote(req) => raft.vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
                 Request::PreVote(req) => raft.pre_vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
                 Request::AppendEntries(req) => match wire::check_append(&req) {

@@ -62,6 +62,8 @@ pub(crate) enum Request<C: RaftTypeConfig> {
     AppendEntries(AppendEntriesRequest<C>),
     TransferLeader(TransferLeaderRequest<C>),
     SnapshotChunk(SnapshotChunk<C>),
+    /// A request of the application's own, answered by its [`AppHandler`](super::AppHandler).
+    App(Vec<u8>),
 }
 
 /// A piece of a snapshot; the last piece carries what installing it needs.
@@ -110,6 +112,8 @@ pub(crate) enum Reply<C: RaftTypeConfig> {
     ChunkReceived,
     /// The last snapshot chunk was received and the snapshot handed to Raft.
     Snapshot(SnapshotResponse<C>),
+    /// The application's answer to an `App` request.
+    App(Vec<u8>),
 }
 
 impl<C: RaftTypeConfig> Reply<C> {
@@ -120,6 +124,7 @@ impl<C: RaftTypeConfig> Reply<C> {
             Reply::TransferLeader(_) => "TransferLeader",
             Reply::ChunkReceived => "ChunkReceived",
             Reply::Snapshot(_) => "Snapshot",
+            Reply::App(_) => "App",
         }
     }
 }

@@ -65,6 +65,27 @@ async fn raft_cluster_replicates_fails_over_and_recovers() {
     assert_eq!(acked.len(), 3500);
 }
 
+/// Leadership moves to the named node over the transfer-leader RPC, and writes go on there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_cluster_transfers_leadership() {
+    let cluster = TestCluster::start(3).await;
+    cluster.write("a", 0..100, 16).await;
+    cluster.wait_converged().await;
+    let leader = cluster.leader().await;
+    let target = (1..=3).find(|id| *id != leader.id).unwrap();
+    leader.raft.trigger().transfer_leader(target).await.unwrap();
+    cluster
+        .node(target)
+        .raft
+        .wait(Some(super::DEADLINE))
+        .metrics(|m| m.current_leader == Some(target) && m.state == openraft::ServerState::Leader, "target leads")
+        .await
+        .unwrap();
+    cluster.write("b", 0..100, 16).await;
+    cluster.wait_converged().await;
+    assert!(cluster.running().all(|node| node.map().len() == 200));
+}
+
 /// Guarantee: a replica restarted alone, with no peer to learn the commit point from, comes
 /// back with every entry it knew to be committed applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

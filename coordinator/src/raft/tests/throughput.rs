@@ -37,4 +37,15 @@ async fn raft_write_throughput_3_nodes_64_writers() {
         WRITES as f64 / elapsed.as_secs_f64(),
         WRITES as f64 / fsyncs[leader.id as usize - 1].max(1) as f64,
     );
+
+    // One writer: each write waits for the one before, so this is the commit latency.
+    const SERIAL: u64 = 500;
+    let started = Instant::now();
+    cluster.write("serial", 0..SERIAL, 1).await;
+    let elapsed = started.elapsed();
+    println!(
+        "raft latency: {SERIAL} writes by 1 writer in {:.2}s = {:.2} ms per write",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e3 / SERIAL as f64
+    );
 }

@@ -1,0 +1,171 @@
+//! A three-replica ensemble in one process, over TCP on 127.0.0.1, driven by `zookeeper-client`:
+//! writes through followers, reads and watches on every replica, and the leader's loss.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use squall_coordinator::replica::{Replica, ReplicaConfig};
+use zookeeper_client as zk;
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+struct Ensemble {
+    _dirs: Vec<tempfile::TempDir>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+impl Ensemble {
+    async fn start() -> Ensemble {
+        let raft: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_port())).collect();
+        let peers: BTreeMap<u64, String> = raft.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut starts = Vec::new();
+        for id in 1..=3u64 {
+            let config = ReplicaConfig {
+                id,
+                data_dir: dirs[id as usize - 1].path().to_path_buf(),
+                client_addr: "127.0.0.1:0".parse().unwrap(),
+                raft_addr: Some(raft[&id]),
+                peers: peers.clone(),
+                tick: Duration::from_millis(100),
+                super_user: None,
+            };
+            starts.push(tokio::spawn(Replica::start(config)));
+        }
+        let mut replicas = BTreeMap::new();
+        for (i, start) in starts.into_iter().enumerate() {
+            replicas.insert(i as u64 + 1, start.await.unwrap().expect("replica starts"));
+        }
+        for replica in replicas.values() {
+            assert!(replica.wait_ready(Duration::from_secs(20)).await, "no leader elected");
+        }
+        Ensemble { _dirs: dirs, replicas }
+    }
+
+    fn leader(&self) -> u64 {
+        *self.replicas.iter().find(|(_, r)| r.is_leader()).expect("a leader").0
+    }
+
+    fn addr(&self, id: u64) -> SocketAddr {
+        self.replicas[&id].client_addr()
+    }
+
+    fn all_addrs(&self) -> String {
+        self.replicas.values().map(|r| r.client_addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+async fn client(addrs: &str) -> zk::Client {
+    zk::Client::connector().with_session_timeout(Duration::from_secs(2)).connect(addrs).await.expect("client connects")
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+/// Guarantee: a write made through any replica is applied once, in one order, and visible on
+/// every replica; a watch set on one replica fires for a change made through another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_followers_are_seen_everywhere() {
+    let ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let writer = client(&ensemble.addr(followers[0]).to_string()).await;
+    let watcher = client(&ensemble.addr(followers[1]).to_string()).await;
+    let reader = client(&ensemble.addr(leader).to_string()).await;
+
+    let (_, _, watch) = watcher.get_and_watch_children("/").await.unwrap();
+    writer.create("/shared", b"one", &persistent()).await.unwrap();
+    let event = watch.changed().await;
+    assert_eq!(event.event_type, zk::EventType::NodeChildrenChanged);
+    // The writer's own replica answers only after applying its write.
+    assert_eq!(writer.get_data("/shared").await.unwrap().0, b"one");
+    // Others catch up; `sync` makes a replica as recent as the leader.
+    reader.sync("/shared").await.unwrap();
+    assert_eq!(reader.get_data("/shared").await.unwrap().0, b"one");
+    watcher.sync("/shared").await.unwrap();
+    assert_eq!(watcher.get_data("/shared").await.unwrap().0, b"one");
+
+    let seq = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let mut numbers = BTreeSet::new();
+    for client in [&writer, &watcher, &reader, &writer, &watcher, &reader] {
+        let (_, n) = client.create("/shared/s-", b"", &seq).await.unwrap();
+        assert!(numbers.insert(n.into_i64()), "a sequence number was handed out twice");
+    }
+    assert_eq!(numbers, (0..6).collect());
+    for replica in ensemble.replicas.into_values() {
+        replica.shutdown().await;
+    }
+}
+
+/// Guarantee: when the leader is lost, a new one is elected, writes resume, every write that
+/// was acknowledged is present on the survivors, and sessions connected to survivors live on
+/// with their ephemerals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_loss_loses_no_acknowledged_write() {
+    let mut ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    let setup = client(&ensemble.addr(survivor).to_string()).await;
+    setup.create("/load", b"", &persistent()).await.unwrap();
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    setup.create("/load/alive", b"", &ephemeral).await.unwrap();
+
+    // Writers connected to every replica, each recording what was acknowledged.
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let addrs = ensemble.all_addrs();
+        let (acked, stop) = (acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let zk = client(&addrs).await;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/load/w{w}-{i}");
+                if zk.create(&path, b"x", &persistent()).await.is_ok() {
+                    acked.lock().unwrap().insert(path);
+                }
+                i += 1;
+            }
+        }));
+    }
+    let wait_for = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while acked.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "writes stalled at {}", acked.lock().unwrap().len());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    let old = ensemble.replicas.remove(&leader).unwrap();
+    old.shutdown().await;
+    let before = acked.lock().unwrap().len();
+    wait_for(before + 200).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    for (id, replica) in &ensemble.replicas {
+        let zk = client(&replica.client_addr().to_string()).await;
+        zk.sync("/load").await.unwrap();
+        let present: BTreeSet<String> =
+            zk.list_children("/load").await.unwrap().into_iter().map(|c| format!("/load/{c}")).collect();
+        let missing: Vec<_> = acked.difference(&present).take(5).collect();
+        assert!(missing.is_empty(), "replica {id} lost acknowledged writes, e.g. {missing:?}");
+        assert!(present.contains("/load/alive"), "a live session's ephemeral vanished on replica {id}");
+    }
+    assert!(acked.len() >= 400);
+    for replica in ensemble.replicas.into_values() {
+        replica.shutdown().await;
+    }
+}
