@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use smol_str::SmolStr;
@@ -166,4 +167,153 @@ impl std::fmt::Display for ThroughputReport {
         }
         Ok(())
     }
+}
+
+/// What `squall bench coordinator` runs.
+#[derive(Clone, Debug)]
+pub struct CoordinatorOptions {
+    /// The ensemble, as `host:port[,host:port...]`.
+    pub target: String,
+    /// Concurrent sessions.
+    pub clients: usize,
+    /// Operations in all.
+    pub ops: usize,
+    /// Requests each session keeps in flight.
+    pub in_flight: usize,
+    /// The operation mix.
+    pub mix: Mix,
+    /// Bytes of data per write.
+    pub value_size: usize,
+    /// Znodes the set/get mixes spread over.
+    pub znodes: usize,
+}
+
+/// The operations of a coordinator benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// Creates of new znodes.
+    Create,
+    /// setData on existing znodes.
+    Set,
+    /// getData of existing znodes.
+    Get,
+    /// 80% get, 20% set.
+    Mixed,
+}
+
+/// The result of [`coordinator`], as `--json` writes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CoordinatorReport {
+    /// The mix run.
+    pub mix: Mix,
+    /// Sessions.
+    pub clients: usize,
+    /// Operations completed (errors included).
+    pub ops: usize,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Operations that failed.
+    pub errors: usize,
+}
+
+impl std::fmt::Display for CoordinatorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:?} x {} clients: {:.0} ops/s, latency p50 {} µs, p99 {} µs, p99.9 {} µs, errors {}",
+            self.mix, self.clients, self.ops_per_sec, self.p50_us, self.p99_us, self.p999_us, self.errors
+        )
+    }
+}
+
+/// Runs a ZooKeeper-protocol workload against any ZooKeeper-compatible ensemble (Squall's or
+/// Apache ZooKeeper) and measures throughput and latency.
+pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<CoordinatorReport> {
+    use futures::StreamExt;
+    use zookeeper_client as zk;
+    anyhow::ensure!(
+        options.clients > 0 && options.ops > 0 && options.in_flight > 0,
+        "clients, ops and in-flight must be positive"
+    );
+    let root = format!("/squall-bench-{}", std::process::id());
+    let setup =
+        zk::Client::connect(&options.target).await.with_context(|| format!("cannot connect to {}", options.target))?;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let value = vec![b'x'; options.value_size];
+    setup.create(&root, b"", &persistent).await.with_context(|| format!("cannot create {root}"))?;
+    if options.mix != Mix::Create {
+        for i in 0..options.znodes {
+            setup.create(&format!("{root}/n{i}"), &value, &persistent).await.context("cannot create the znodes")?;
+        }
+    }
+    let per_client = options.ops.div_ceil(options.clients);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..options.clients {
+        let client = zk::Client::connect(&options.target).await.context("cannot connect a benchmark session")?;
+        let (root, value, options) = (root.clone(), value.clone(), options.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut errors = 0usize;
+            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            let mut pending = futures::stream::FuturesUnordered::new();
+            let mut next = 0usize;
+            let mut done = 0usize;
+            while done < per_client {
+                while next < per_client && pending.len() < options.in_flight {
+                    let i = next;
+                    next += 1;
+                    let key = format!("{root}/n{}", (c * 7919 + i * 104_729) % options.znodes.max(1));
+                    let op = match options.mix {
+                        Mix::Mixed if i % 5 == 0 => Mix::Set,
+                        Mix::Mixed => Mix::Get,
+                        m => m,
+                    };
+                    let (client, value, persistent, root) = (&client, &value, &persistent, &root);
+                    let sent = Instant::now();
+                    pending.push(async move {
+                        let ok = match op {
+                            Mix::Create => client.create(&format!("{root}/c{c}-{i}"), value, persistent).await.is_ok(),
+                            Mix::Set => client.set_data(&key, value, None).await.is_ok(),
+                            _ => client.get_data(&key).await.is_ok(),
+                        };
+                        (ok, sent.elapsed())
+                    });
+                }
+                if let Some((ok, took)) = pending.next().await {
+                    done += 1;
+                    let _ = latencies.record(took.as_micros().max(1) as u64);
+                    errors += usize::from(!ok);
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await.context("a benchmark session failed")?;
+        latencies.add(&h).ok();
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ops = latencies.len() as usize;
+    Ok(CoordinatorReport {
+        mix: options.mix,
+        clients: options.clients,
+        ops,
+        ops_per_sec: ops as f64 / elapsed,
+        p50_us: latencies.value_at_quantile(0.5),
+        p99_us: latencies.value_at_quantile(0.99),
+        p999_us: latencies.value_at_quantile(0.999),
+        errors,
+    })
 }

@@ -169,6 +169,12 @@ impl Hub {
         }
     }
 
+    /// Forgets the connection of `session` without closing it: the connection that asked to
+    /// close its session answers that request before it closes.
+    pub(crate) fn detach(&self, session: SessionId) {
+        lock(&self.connections).remove(&session);
+    }
+
     /// How many client connections are open.
     pub(crate) fn connection_count(&self) -> usize {
         lock(&self.connections).len()

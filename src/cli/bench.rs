@@ -14,6 +14,37 @@ pub(crate) enum BenchCommand {
     /// Tuples per second of a topology run locally, with the complete-latency distribution and,
     /// for a generator-fed topology, a plain single-threaded loop as the baseline.
     Throughput(ThroughputArgs),
+    /// Throughput and latency of a ZooKeeper-protocol workload against any ensemble (Squall's
+    /// or Apache ZooKeeper).
+    Coordinator(CoordinatorArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CoordinatorArgs {
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    target: String,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Operations in all.
+    #[arg(long, default_value_t = 100_000)]
+    ops: usize,
+    /// Requests each session keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// The operation mix.
+    #[arg(long, value_enum, default_value = "mixed")]
+    mix: crate::bench::Mix,
+    /// Bytes of data per write.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Znodes the set, get and mixed workloads spread over.
+    #[arg(long, default_value_t = 1000)]
+    znodes: usize,
+    /// Also writes the result as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -43,6 +74,7 @@ pub(crate) struct ThroughputArgs {
 pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Throughput(args) => run_throughput(registry, args),
+        BenchCommand::Coordinator(args) => run_coordinator(args),
     }
 }
 
@@ -61,6 +93,26 @@ fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<(
     let options =
         ThroughputOptions { duration: args.duration, warmup: args.warmup, component, baseline: !args.no_baseline };
     let report = throughput(&topology, Some(&spec), &options)?;
+    print!("{report}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let options = crate::bench::CoordinatorOptions {
+        target: args.target,
+        clients: args.clients,
+        ops: args.ops,
+        in_flight: args.in_flight,
+        mix: args.mix,
+        value_size: args.value_size,
+        znodes: args.znodes,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(crate::bench::coordinator(&options))?;
     print!("{report}");
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")

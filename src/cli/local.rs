@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use squall_coordinator::replica::{Replica, ReplicaConfig};
 use squall_runtime::{LocalRun, Registry, RunOptions, StopReason, SummaryTable};
 
 #[derive(Args)]
@@ -19,6 +20,8 @@ pub(crate) struct LocalArgs {
 
 pub(crate) fn run(registry: &Registry, args: LocalArgs) -> anyhow::Result<()> {
     let topology = registry.load_file(&args.topology)?;
+    let store = EmbeddedStore::start()?;
+    eprintln!("coordinator: one-replica store for this run on {}", store.addr);
     let run = LocalRun::start(&topology, RunOptions { duration: args.duration })?;
     let stopper = run.stopper();
     let stopping = AtomicBool::new(false);
@@ -39,5 +42,34 @@ pub(crate) fn run(registry: &Registry, args: LocalArgs) -> anyhow::Result<()> {
     };
     println!("topology '{}' {how} after {:.2?}", report.topology, report.elapsed);
     print!("{}", SummaryTable(&report.components));
+    store.stop();
     Ok(())
+}
+
+/// The znode store a local run embeds: one replica on a loopback port, its data in a temp
+/// directory removed at the end of the run.
+struct EmbeddedStore {
+    addr: std::net::SocketAddr,
+    replica: Replica,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl EmbeddedStore {
+    fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("squall-local-").tempdir().context("cannot create a temp dir")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("squall-store")
+            .enable_all()
+            .build()
+            .context("cannot start the store's runtime")?;
+        let config = ReplicaConfig::standalone(dir.path(), "127.0.0.1:0".parse().expect("a valid address"));
+        let replica = runtime.block_on(Replica::start(config)).context("cannot start the embedded store")?;
+        Ok(EmbeddedStore { addr: replica.client_addr(), replica, runtime, _dir: dir })
+    }
+
+    fn stop(self) {
+        self.runtime.block_on(self.replica.shutdown());
+    }
 }

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 
+use futures::Stream;
+use futures::StreamExt;
 use openraft::LogState;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
@@ -81,13 +83,16 @@ pub struct LogStoreStats {
 /// # Ok::<(), squall_coordinator::raft::StoreOpenError>(())
 /// ```
 pub struct LogStore<C: RaftTypeConfig> {
+    // Declared before `closed`: the last handle closes the log (and releases the directory
+    // lock) before it drops the sender that `close` waits on.
     log: Arc<Mutex<RaftLog<WalTypes<C>>>>,
+    closed: Arc<tokio::sync::watch::Sender<()>>,
     dir: Arc<PathBuf>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        Self { log: self.log.clone(), dir: self.dir.clone() }
+        Self { log: self.log.clone(), closed: self.closed.clone(), dir: self.dir.clone() }
     }
 }
 
@@ -121,7 +126,11 @@ impl<C: RaftTypeConfig> LogStore<C> {
         wal_config.wal.read_buffer_size = Some(4 << 20);
         let log = RaftLog::open(Arc::new(wal_config))
             .map_err(|source| StoreOpenError::Log { dir: log_dir.clone(), source })?;
-        Ok(Self { log: Arc::new(Mutex::new(log)), dir: Arc::new(dir.to_path_buf()) })
+        Ok(Self {
+            log: Arc::new(Mutex::new(log)),
+            closed: Arc::new(tokio::sync::watch::Sender::new(())),
+            dir: Arc::new(dir.to_path_buf()),
+        })
     }
 
     /// The data directory this store lives in.
@@ -135,6 +144,16 @@ impl<C: RaftTypeConfig> LogStore<C> {
         Arc::strong_count(&self.log) == 1
     }
 
+    /// Drops this handle and waits until every other handle (openraft keeps some until its tasks
+    /// end, after `Raft::shutdown`) is gone too: then everything written is on disk and the
+    /// directory can be opened again.
+    pub async fn close(self) {
+        let mut closed = self.closed.subscribe();
+        drop(self);
+        // Never sent to: this returns when the last handle drops the sender.
+        let _ = closed.changed().await;
+    }
+
     /// What the write-ahead log's flush worker has done since the store was opened.
     pub fn stats(&self) -> LogStoreStats {
         let metrics = self.lock().stat().flush_metrics;
@@ -144,6 +163,18 @@ impl<C: RaftTypeConfig> LogStore<C> {
             bytes_written: metrics.write_bytes,
             fsync_time: std::time::Duration::from_micros(metrics.sync_us),
         }
+    }
+
+    /// The entries the log holds in `[start, end)`: consecutive, possibly fewer at either end.
+    fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let payloads = {
+            let log = self.lock();
+            log.read(start, end).map(|res| res.map(|(_, payload)| payload)).collect::<io::Result<Vec<_>>>()?
+        };
+        payloads.iter().map(|bytes| decode_entry::<C>(bytes)).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes<C>>> {
@@ -165,29 +196,57 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
         &mut self,
         range: RB,
     ) -> io::Result<Vec<C::Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&i) => i.saturating_add(1),
-            Bound::Excluded(&i) => i,
-            Bound::Unbounded => u64::MAX,
-        };
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let payloads = {
-            let log = self.lock();
-            log.read(start, end).map(|res| res.map(|(_, payload)| payload)).collect::<io::Result<Vec<_>>>()?
-        };
-        payloads.iter().map(|bytes| decode_entry::<C>(bytes)).collect()
+        let (start, end) = index_range(&range);
+        self.read_entries(start, end)
+    }
+
+    /// Reads the range a batch at a time, so replaying a long log after a restart never holds
+    /// all of it in memory.
+    async fn entries_stream<RB>(&mut self, range: RB) -> impl Stream<Item = io::Result<C::Entry>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let (start, end) = index_range(&range);
+        let store = self.clone();
+        let batches = futures::stream::unfold(start, move |next| {
+            let batch_end = end.min(next.saturating_add(STREAM_BATCH));
+            let batch = (next < end).then(|| store.read_entries(next, batch_end));
+            // After an error the stream ends: `end` is past every batch.
+            std::future::ready(batch.map(|batch| {
+                let after = if batch.is_ok() { batch_end } else { end };
+                (batch, after)
+            }))
+        });
+        batches.flat_map(|batch| {
+            let items: Vec<io::Result<C::Entry>> = match batch {
+                Ok(entries) => entries.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        })
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<VoteOf<C>>> {
         Ok(self.lock().log_state().vote().map(|v| v.0.clone()))
     }
+}
+
+/// Entries read at a time by `entries_stream`.
+const STREAM_BATCH: u64 = 256;
+
+/// The half-open index range `[start, end)` of `range`.
+fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
 }
 
 impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {

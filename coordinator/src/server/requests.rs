@@ -67,6 +67,7 @@ pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids:
             Reply::Frame(frame)
         }
         Request::CloseSession => {
+            replica.hub.detach(session);
             let zxid = match replica.propose(CommandKind::CloseSession { session }).await {
                 Ok((zxid, _)) => zxid,
                 Err(e) => return Reply::Close(e.to_string()),

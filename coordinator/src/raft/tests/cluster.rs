@@ -165,3 +165,17 @@ async fn raft_store_corrupt_identity_or_log_is_refused() {
     assert!(err.to_string().contains("cannot open the Raft log in"), "{err}");
     assert_eq!(std::fs::read(&chunk).unwrap(), bytes, "the refused log was changed");
 }
+
+/// `close` returns once the last handle is gone, and the directory can be opened again then.
+#[tokio::test]
+async fn raft_store_close_waits_for_every_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::<Kv>::open(dir.path(), &1).unwrap();
+    let held_by_raft = store.clone();
+    let mut closing = tokio::spawn(store.close());
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), &mut closing).await.is_err());
+    assert!(LogStore::<Kv>::open(dir.path(), &1).is_err(), "the directory is still locked");
+    drop(held_by_raft);
+    closing.await.unwrap();
+    LogStore::<Kv>::open(dir.path(), &1).expect("the directory is free once closed");
+}

@@ -81,12 +81,14 @@ impl TestNode {
         Self::start(id, dir, listener).await
     }
 
-    /// Stops serving peers, then stops Raft (the order openraft asks for).
+    /// Stops serving peers, then stops Raft (the order openraft asks for), and waits until the
+    /// data directory is free for a restart.
     async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
         self.raft.shutdown().await.unwrap();
+        tokio::time::timeout(DEADLINE, self.store.close()).await.expect("openraft lets go of the log store");
     }
 
     fn map(&self) -> BTreeMap<String, String> {
