@@ -74,12 +74,12 @@ pub enum StartError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotLoadError),
     /// A port could not be bound, or another I/O failure.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What was being done.
         what: String,
-        /// The failure.
-        source: std::io::Error,
+        /// The failure (part of the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
     /// Raft refused to start.
     #[error("raft: {0}")]
@@ -421,9 +421,25 @@ impl Replica {
         if config.peers.len() > 1 && config.raft_addr.is_none() {
             return Err(StartError::Config("a replica with peers needs --raft, the address peers reach it at".into()));
         }
+        // Ports first: a node that cannot serve leaves its data directory as it was.
+        let raft_listener = match config.raft_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Io {
+                what: format!("cannot listen for peers on {addr}"),
+                error: source,
+            })?),
+            None => None,
+        };
+        let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| StartError::Io {
+            what: format!("cannot listen for clients on {}", config.client_addr),
+            error: source,
+        })?;
+        let client_addr = client_listener
+            .local_addr()
+            .map_err(|source| StartError::Io { what: "local address".into(), error: source })?;
+        config.client_addr = client_addr;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
             what: format!("cannot create data directory {}", config.data_dir.display()),
-            source,
+            error: source,
         })?;
         let log_store = LogStore::open(&config.data_dir, &config.id)?;
         let log_handle = log_store.clone();
@@ -443,22 +459,6 @@ impl Replica {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let raft_listener = match config.raft_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Io { what: format!("cannot listen for peers on {addr}"), source })?,
-            ),
-            None => None,
-        };
-        let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| StartError::Io {
-            what: format!("cannot listen for clients on {}", config.client_addr),
-            source,
-        })?;
-        let client_addr =
-            client_listener.local_addr().map_err(|source| StartError::Io { what: "local address".into(), source })?;
-        config.client_addr = client_addr;
-
         let inner = Arc::new(ReplicaInner {
             config,
             raft,
@@ -477,7 +477,7 @@ impl Replica {
                     NetworkConfig::default(),
                     Some(handler),
                 )
-                .map_err(|source| StartError::Io { what: "cannot serve peers".into(), source })?;
+                .map_err(|source| StartError::Io { what: "cannot serve peers".into(), error: source })?;
                 Some(server)
             }
             None => None,

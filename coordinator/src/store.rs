@@ -119,8 +119,9 @@ impl ZnodeStateMachine {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let fail = |reason: String| SnapshotLoadError { path: snapshot_path.clone(), reason };
         let (state, last_applied, membership, snapshot) = match fs::read(&snapshot_path) {
-            Ok(bytes) => {
-                let stored: StoredSnapshot = postcard::from_bytes(&bytes).map_err(|e| fail(format!("corrupt: {e}")))?;
+            Ok(file) => {
+                let bytes = checked_body(&file).map_err(|e| fail(format!("corrupt: {e}")))?;
+                let stored: StoredSnapshot = postcard::from_bytes(bytes).map_err(|e| fail(format!("corrupt: {e}")))?;
                 let body: SnapshotBody =
                     postcard::from_bytes(&stored.data).map_err(|e| fail(format!("corrupt: {e}")))?;
                 let state = ZnodeState::restore(&body.state, config.clone()).map_err(|e| fail(e.to_string()))?;
@@ -146,13 +147,33 @@ impl ZnodeStateMachine {
     }
 }
 
+/// The first bytes of a snapshot file: its format.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SQSNAP01";
+
+/// The snapshot bytes inside a snapshot file, once its format and SHA-1 checksum are right.
+fn checked_body(file: &[u8]) -> Result<&[u8], String> {
+    use sha1::Digest;
+    let header = SNAPSHOT_MAGIC.len() + 20;
+    if file.len() < header || &file[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+        return Err("not a Squall snapshot file".into());
+    }
+    let (sum, body) = file[SNAPSHOT_MAGIC.len()..].split_at(20);
+    if sha1::Sha1::digest(body).as_slice() != sum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(body)
+}
+
 /// Writes a snapshot file atomically (temp file, fsync, rename, fsync of the directory) and
-/// makes it current.
+/// makes it current. The file is the format's magic, a SHA-1 of the body, and the body.
 fn save(path: &Path, current: &Mutex<Option<StoredSnapshot>>, snapshot: StoredSnapshot) -> io::Result<()> {
+    use sha1::Digest;
     let tmp = path.with_extension("tmp");
     let bytes = postcard::to_stdvec(&snapshot).map_err(io::Error::other)?;
     {
         let mut file = fs::File::create(&tmp)?;
+        io::Write::write_all(&mut file, SNAPSHOT_MAGIC)?;
+        io::Write::write_all(&mut file, sha1::Sha1::digest(&bytes).as_slice())?;
         io::Write::write_all(&mut file, &bytes)?;
         file.sync_all()?;
     }
@@ -252,5 +273,26 @@ impl RaftSnapshotBuilder<TypeConfig> for ZnodeSnapshotBuilder {
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         tokio::task::spawn_blocking(move || save(&path, &current, stored)).await.map_err(io::Error::other)??;
         Ok(SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_file_with_any_flipped_bit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let meta = SnapshotMetaOf::<TypeConfig>::default();
+        save(&path, &Mutex::new(None), StoredSnapshot { meta, data: vec![1, 2, 3, 4] }).unwrap();
+        let file = fs::read(&path).unwrap();
+        assert!(checked_body(&file).is_ok());
+        for i in 0..file.len() {
+            let mut damaged = file.clone();
+            damaged[i] ^= 0x10;
+            assert!(checked_body(&damaged).is_err(), "a flip at byte {i} went unnoticed");
+        }
+        assert!(checked_body(&file[..file.len() - 1]).is_err());
     }
 }

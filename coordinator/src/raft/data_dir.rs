@@ -79,22 +79,22 @@ pub enum StoreOpenError {
         supported: u32,
     },
     /// A file system operation failed.
-    #[error("cannot {action} in data directory {dir}: {source}")]
+    #[error("cannot {action} in data directory {dir}: {error}")]
     Io {
         /// The directory.
         dir: PathBuf,
         /// What was being done.
         action: &'static str,
-        /// The error from the operating system.
-        source: io::Error,
+        /// The error from the operating system (part of the message, so printed once).
+        error: io::Error,
     },
     /// raft-log refused to open the write-ahead log (damaged records, locked by another process).
-    #[error("cannot open the Raft log in {dir}: {source}")]
+    #[error("cannot open the Raft log in {dir}: {error}")]
     Log {
         /// The log directory.
         dir: PathBuf,
-        /// raft-log's error.
-        source: io::Error,
+        /// raft-log's error (part of the message, so printed once).
+        error: io::Error,
     },
 }
 
@@ -113,7 +113,7 @@ pub(crate) fn prepare<N>(dir: &Path, node_id: &N) -> Result<PathBuf, StoreOpenEr
 where
     N: Serialize + DeserializeOwned + PartialEq + std::fmt::Display,
 {
-    let io_err = |action| move |source| StoreOpenError::Io { dir: dir.to_path_buf(), action, source };
+    let io_err = |action| move |source| StoreOpenError::Io { dir: dir.to_path_buf(), action, error: source };
     let foreign = |reason: String| StoreOpenError::Foreign { dir: dir.to_path_buf(), reason };
     let corrupt = |reason: String| StoreOpenError::Corrupt { dir: dir.to_path_buf(), reason };
 
@@ -211,7 +211,7 @@ fn only_lock_file(dir: &Path) -> io::Result<bool> {
 
 /// Lays out a new store in `dir` (known to be empty but for interrupted-initialization leftovers).
 fn initialize<N: Serialize>(dir: &Path, node_id: &N) -> Result<PathBuf, StoreOpenError> {
-    let io_err = |action| move |source| StoreOpenError::Io { dir: dir.to_path_buf(), action, source };
+    let io_err = |action| move |source| StoreOpenError::Io { dir: dir.to_path_buf(), action, error: source };
     let log_dir = dir.join(LOG_DIR);
     fs::create_dir_all(&log_dir).map_err(io_err("create log/"))?;
 

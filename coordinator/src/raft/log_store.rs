@@ -125,7 +125,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         // Replay reads one chunk through this buffer; raft-log's default is 64 MiB.
         wal_config.wal.read_buffer_size = Some(4 << 20);
         let log = RaftLog::open(Arc::new(wal_config))
-            .map_err(|source| StoreOpenError::Log { dir: log_dir.clone(), source })?;
+            .map_err(|source| StoreOpenError::Log { dir: log_dir.clone(), error: source })?;
         Ok(Self {
             log: Arc::new(Mutex::new(log)),
             closed: Arc::new(tokio::sync::watch::Sender::new(())),
