@@ -555,11 +555,8 @@ impl Replica {
         let _ = self.inner.raft.shutdown().await;
         drop(self.inner);
         // openraft's tasks drop their log handles soon after shutdown; the directory is free
-        // for a restart once ours is the last.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.log_handle.is_last_handle() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // for a restart once every handle is gone.
+        self.log_handle.close().await;
     }
 }
 

@@ -138,12 +138,6 @@ impl<C: RaftTypeConfig> LogStore<C> {
         &self.dir
     }
 
-    /// Whether this handle is the last one: once it is dropped, the log is closed and its
-    /// directory lock released. openraft drops its handles shortly after `Raft::shutdown`.
-    pub fn is_last_handle(&self) -> bool {
-        Arc::strong_count(&self.log) == 1
-    }
-
     /// Drops this handle and waits until every other handle (openraft keeps some until its tasks
     /// end, after `Raft::shutdown`) is gone too: then everything written is on disk and the
     /// directory can be opened again.
