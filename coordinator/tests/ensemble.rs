@@ -1,71 +1,14 @@
 //! A three-replica ensemble in one process, over TCP on 127.0.0.1, driven by `zookeeper-client`:
 //! writes through followers, reads and watches on every replica, and the leader's loss.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use squall_coordinator::replica::{Replica, ReplicaConfig};
+use common::{Ensemble, client, persistent};
 use zookeeper_client as zk;
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-struct Ensemble {
-    _dirs: Vec<tempfile::TempDir>,
-    replicas: BTreeMap<u64, Replica>,
-}
-
-impl Ensemble {
-    async fn start() -> Ensemble {
-        let raft: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_port())).collect();
-        let peers: BTreeMap<u64, String> = raft.iter().map(|(id, a)| (*id, a.to_string())).collect();
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut starts = Vec::new();
-        for id in 1..=3u64 {
-            let config = ReplicaConfig {
-                id,
-                data_dir: dirs[id as usize - 1].path().to_path_buf(),
-                client_addr: "127.0.0.1:0".parse().unwrap(),
-                raft_addr: Some(raft[&id]),
-                peers: peers.clone(),
-                tick: Duration::from_millis(100),
-                super_user: None,
-            };
-            starts.push(tokio::spawn(Replica::start(config)));
-        }
-        let mut replicas = BTreeMap::new();
-        for (i, start) in starts.into_iter().enumerate() {
-            replicas.insert(i as u64 + 1, start.await.unwrap().expect("replica starts"));
-        }
-        for replica in replicas.values() {
-            assert!(replica.wait_ready(Duration::from_secs(20)).await, "no leader elected");
-        }
-        Ensemble { _dirs: dirs, replicas }
-    }
-
-    fn leader(&self) -> u64 {
-        *self.replicas.iter().find(|(_, r)| r.is_leader()).expect("a leader").0
-    }
-
-    fn addr(&self, id: u64) -> SocketAddr {
-        self.replicas[&id].client_addr()
-    }
-
-    fn all_addrs(&self) -> String {
-        self.replicas.values().map(|r| r.client_addr().to_string()).collect::<Vec<_>>().join(",")
-    }
-}
-
-async fn client(addrs: &str) -> zk::Client {
-    zk::Client::connector().with_session_timeout(Duration::from_secs(2)).connect(addrs).await.expect("client connects")
-}
-
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
 
 /// Guarantee: a write made through any replica is applied once, in one order, and visible on
 /// every replica; a watch set on one replica fires for a change made through another.

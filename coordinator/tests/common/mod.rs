@@ -1,0 +1,97 @@
+//! An ensemble of three replicas in one process, over TCP on 127.0.0.1, and the
+//! `zookeeper-client` connections the tests drive it with.
+
+// Each test crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use squall_coordinator::replica::{Replica, ReplicaConfig};
+use zookeeper_client as zk;
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Three replicas, ids 1 to 3, each with its own data directory; a stopped one is removed.
+pub struct Ensemble {
+    _dirs: Vec<tempfile::TempDir>,
+    pub replicas: BTreeMap<u64, Replica>,
+}
+
+impl Ensemble {
+    /// Starts three replicas and waits until each knows the leader.
+    pub async fn start() -> Ensemble {
+        let raft: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_port())).collect();
+        let peers: BTreeMap<u64, String> = raft.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut starts = Vec::new();
+        for id in 1..=3u64 {
+            let config = ReplicaConfig {
+                id,
+                data_dir: dirs[id as usize - 1].path().to_path_buf(),
+                client_addr: "127.0.0.1:0".parse().unwrap(),
+                raft_addr: Some(raft[&id]),
+                peers: peers.clone(),
+                tick: Duration::from_millis(100),
+                super_user: None,
+            };
+            starts.push(tokio::spawn(Replica::start(config)));
+        }
+        let mut replicas = BTreeMap::new();
+        for (i, start) in starts.into_iter().enumerate() {
+            replicas.insert(i as u64 + 1, start.await.unwrap().expect("replica starts"));
+        }
+        for replica in replicas.values() {
+            assert!(replica.wait_ready(Duration::from_secs(20)).await, "no leader elected");
+        }
+        Ensemble { _dirs: dirs, replicas }
+    }
+
+    /// The id of the replica that leads now.
+    pub fn leader(&self) -> u64 {
+        *self.replicas.iter().find(|(_, r)| r.is_leader()).expect("a leader").0
+    }
+
+    /// The client address of replica `id`.
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.replicas[&id].client_addr()
+    }
+
+    /// The client addresses of every running replica, as a connect string.
+    pub fn all_addrs(&self) -> String {
+        self.replicas.values().map(|r| r.client_addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Shuts replica `id` down for good: its clients lose their connections, its peers lose it.
+    pub async fn stop(&mut self, id: u64) {
+        let replica = self.replicas.remove(&id).expect("a running replica");
+        replica.shutdown().await;
+    }
+
+    /// Shuts every running replica down.
+    pub async fn shutdown(self) {
+        for replica in self.replicas.into_values() {
+            replica.shutdown().await;
+        }
+    }
+}
+
+/// A client of `addrs` (a connect string) with a 2 s session timeout.
+pub async fn client(addrs: &str) -> zk::Client {
+    client_with_timeout(addrs, Duration::from_secs(2)).await
+}
+
+/// A client of `addrs` (a connect string) asking for `session_timeout`; the replicas clamp it
+/// to [2, 20] ticks.
+pub async fn client_with_timeout(addrs: &str, session_timeout: Duration) -> zk::Client {
+    zk::Client::connector().with_session_timeout(session_timeout).connect(addrs).await.expect("client connects")
+}
+
+/// Create options for a persistent znode anyone may change.
+pub fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
