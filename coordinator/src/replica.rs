@@ -117,6 +117,15 @@ pub(crate) enum Outgoing {
 struct Connection {
     id: u64,
     tx: mpsc::UnboundedSender<Outgoing>,
+    /// Ends the connection's request loop (its session moved elsewhere, closed or expired).
+    ended: CancellationToken,
+}
+
+impl Connection {
+    fn end(&self) {
+        self.ended.cancel();
+        let _ = self.tx.send(Outgoing::Close);
+    }
 }
 
 /// What the replica's connections share: watches, connections by session, and (on the
@@ -152,13 +161,16 @@ impl Hub {
         lock(&self.watches)
     }
 
-    /// Makes `tx` the connection of `session`, closing the one it had; returns its id.
-    pub(crate) fn register(&self, session: SessionId, tx: mpsc::UnboundedSender<Outgoing>) -> u64 {
+    /// Makes `tx` the connection of `session`, ending the one it had (as ZooKeeper closes a
+    /// connection whose session moved); returns its id and the token that says when this one
+    /// must end in turn.
+    pub(crate) fn register(&self, session: SessionId, tx: mpsc::UnboundedSender<Outgoing>) -> (u64, CancellationToken) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = lock(&self.connections).insert(session, Connection { id, tx }) {
-            let _ = old.tx.send(Outgoing::Close);
+        let ended = CancellationToken::new();
+        if let Some(old) = lock(&self.connections).insert(session, Connection { id, tx, ended: ended.clone() }) {
+            old.end();
         }
-        id
+        (id, ended)
     }
 
     /// Forgets connection `id` of `session` if it is still the registered one.
@@ -236,7 +248,7 @@ impl ApplyListener for Hub {
                 lock(&self.tracker).remove(*session);
                 self.watches().remove_session(*session);
                 if let Some(conn) = lock(&self.connections).remove(session) {
-                    let _ = conn.tx.send(Outgoing::Close);
+                    conn.end();
                 }
             }
             _ => {}

@@ -5,8 +5,10 @@
 //! password the leader drew, and the caller's auth ids, so every replica that applies the same
 //! log reaches the same bytes. Apply never reads a clock and never panics.
 //!
-//! Each write carries `(session, xid)`. A write forwarded or retried after a leader change may
-//! reach the log twice; the second copy returns the first one's result without applying again.
+//! Each write carries its session and a request id the receiving replica drew for it. A write
+//! forwarded or retried after a leader change may reach the log twice; the second copy returns
+//! the first one's result without applying again. (Not the client's xid: a client that resumes
+//! a session with a new connection numbers its xids from 1 again.)
 
 use std::collections::BTreeMap;
 
@@ -47,8 +49,8 @@ pub enum CommandKind {
     Write {
         /// The session that sent it.
         session: SessionId,
-        /// The request's xid, for de-duplication.
-        xid: i32,
+        /// A random id the receiving replica drew for this request, for de-duplication.
+        request: u64,
         /// The session's auth ids, for ACL checks.
         ids: Vec<Id>,
         /// The operation.
@@ -149,8 +151,8 @@ pub struct SessionInfo {
 pub struct ZnodeState {
     tree: ZnodeTree,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    /// The last write of each session: its xid and result.
-    last_write: BTreeMap<SessionId, (i32, CommandResult)>,
+    /// The last write of each session: its request id and result.
+    last_write: BTreeMap<SessionId, (u64, CommandResult)>,
     next_session: SessionId,
 }
 
@@ -159,7 +161,7 @@ pub struct ZnodeState {
 struct StateSnapshot {
     tree: Vec<u8>,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    last_write: BTreeMap<SessionId, (i32, CommandResult)>,
+    last_write: BTreeMap<SessionId, (u64, CommandResult)>,
     next_session: SessionId,
 }
 
@@ -225,9 +227,9 @@ impl ZnodeState {
                 }
                 (CommandResult::Expired(deleted), events)
             }
-            CommandKind::Write { session, xid, ids, op } => {
-                if let Some((last_xid, result)) = self.last_write.get(session) {
-                    if last_xid == xid {
+            CommandKind::Write { session, request, ids, op } => {
+                if let Some((last, result)) = self.last_write.get(session) {
+                    if last == request {
                         return (result.clone(), Vec::new());
                     }
                 }
@@ -237,7 +239,7 @@ impl ZnodeState {
                 let caller = Caller::new(*session, ids);
                 let (result, events) = self.write(txn, caller, op.clone());
                 let result = CommandResult::Write(result);
-                self.last_write.insert(*session, (*xid, result.clone()));
+                self.last_write.insert(*session, (*request, result.clone()));
                 (result, events)
             }
         }
@@ -315,8 +317,8 @@ mod tests {
         }
     }
 
-    fn write(session: SessionId, xid: i32, op: WriteOp) -> Command {
-        cmd(1_700_000_000_100, CommandKind::Write { session, xid, ids: vec![], op })
+    fn write(session: SessionId, request: u64, op: WriteOp) -> Command {
+        cmd(1_700_000_000_100, CommandKind::Write { session, request, ids: vec![], op })
     }
 
     #[test]

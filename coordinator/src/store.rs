@@ -39,8 +39,9 @@ impl fmt::Display for Command {
 
 /// Hears of every applied command, in log order.
 pub trait ApplyListener: Send + Sync + 'static {
-    /// `command` was applied as `zxid` with `result`, causing `events`. Called with the state's
-    /// write lock released; must not block.
+    /// `command` was applied as `zxid` with `result`, causing `events`. Called while the state's
+    /// write lock is held, so that no read sees the change before its events are queued; must
+    /// not block and must not take the state's lock.
     fn applied(&self, zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>);
 }
 
@@ -208,11 +209,12 @@ impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
                     None
                 }
                 EntryPayload::Normal(command) => {
-                    let (result, events) = {
-                        let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-                        state.apply(zxid, &command)
-                    };
+                    let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                    let (result, events) = state.apply(zxid, &command);
+                    // Under the write lock: no read can see the change before its watch events
+                    // are queued on the watchers' connections.
                     self.listener.applied(zxid, &command, &result, events);
+                    drop(state);
                     Some(result)
                 }
             };

@@ -93,7 +93,7 @@ fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<(
     let options =
         ThroughputOptions { duration: args.duration, warmup: args.warmup, component, baseline: !args.no_baseline };
     let report = throughput(&topology, Some(&spec), &options)?;
-    print!("{report}");
+    out_part!("{report}");
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -113,7 +113,7 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(crate::bench::coordinator(&options))?;
-    print!("{report}");
+    out_part!("{report}");
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;

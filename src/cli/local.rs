@@ -40,8 +40,8 @@ pub(crate) fn run(registry: &Registry, args: LocalArgs) -> anyhow::Result<()> {
         StopReason::Duration => "stopped at --duration",
         StopReason::Stopped => "interrupted",
     };
-    println!("topology '{}' {how} after {:.2?}", report.topology, report.elapsed);
-    print!("{}", SummaryTable(&report.components));
+    out!("topology '{}' {how} after {:.2?}", report.topology, report.elapsed);
+    out_part!("{}", SummaryTable(&report.components));
     store.stop();
     Ok(())
 }

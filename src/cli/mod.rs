@@ -1,5 +1,23 @@
 //! The command line: parses arguments, calls into the crates, prints results.
 
+/// Writes a line to stdout, ignoring a reader that went away (`squall ... | head`): SIGPIPE
+/// stays ignored, as a server must have it (a peer that dies mid-write is an error to handle,
+/// not a reason to die), so a closed stdout is an error here, and nothing is left to tell.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod local;
 mod node;
@@ -40,13 +58,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn main(registry: Registry) -> ExitCode {
-    // Like any Unix filter, end quietly when the reader of our output goes away
-    // (`squall ... | head`), instead of panicking on a failed print.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -58,8 +69,8 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Node(args) => node::run(args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {
-            println!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));
-            println!("bolts:  {}", registry.bolt_kinds().collect::<Vec<_>>().join(", "));
+            out!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));
+            out!("bolts:  {}", registry.bolt_kinds().collect::<Vec<_>>().join(", "));
             Ok(())
         }
     };

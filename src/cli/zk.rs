@@ -97,27 +97,27 @@ async fn command(client: &zk::Client, command: ZkCommand) -> anyhow::Result<()> 
             let mut children = client.list_children(&path).await.map_err(|e| describe(e, &path))?;
             children.sort();
             for child in children {
-                println!("{child}");
+                out!("{child}");
             }
         }
         ZkCommand::Get { path } => {
             let (data, _) = client.get_data(&path).await.map_err(|e| describe(e, &path))?;
-            println!("{}", String::from_utf8_lossy(&data));
+            out!("{}", String::from_utf8_lossy(&data));
         }
         ZkCommand::Stat { path } => {
             let stat = client.check_stat(&path).await.map_err(|e| describe(e, &path))?;
             let stat = stat.ok_or_else(|| describe(zk::Error::NoNode, &path))?;
-            println!("czxid = {:#x}", stat.czxid);
-            println!("mzxid = {:#x}", stat.mzxid);
-            println!("pzxid = {:#x}", stat.pzxid);
-            println!("ctime = {}", stat.ctime);
-            println!("mtime = {}", stat.mtime);
-            println!("version = {}", stat.version);
-            println!("cversion = {}", stat.cversion);
-            println!("aversion = {}", stat.aversion);
-            println!("ephemeralOwner = {:#x}", stat.ephemeral_owner);
-            println!("dataLength = {}", stat.data_length);
-            println!("numChildren = {}", stat.num_children);
+            out!("czxid = {:#x}", stat.czxid);
+            out!("mzxid = {:#x}", stat.mzxid);
+            out!("pzxid = {:#x}", stat.pzxid);
+            out!("ctime = {}", stat.ctime);
+            out!("mtime = {}", stat.mtime);
+            out!("version = {}", stat.version);
+            out!("cversion = {}", stat.cversion);
+            out!("aversion = {}", stat.aversion);
+            out!("ephemeralOwner = {:#x}", stat.ephemeral_owner);
+            out!("dataLength = {}", stat.data_length);
+            out!("numChildren = {}", stat.num_children);
         }
         ZkCommand::Create { path, data, sequential, container, ttl } => {
             let acls = zk::Acls::anyone_all();
@@ -133,9 +133,9 @@ async fn command(client: &zk::Client, command: ZkCommand) -> anyhow::Result<()> 
             let (_, sequence) =
                 client.create(&path, data.as_bytes(), &options).await.map_err(|e| describe(e, &path))?;
             if sequential {
-                println!("{path}{sequence}");
+                out!("{path}{sequence}");
             } else {
-                println!("{path}");
+                out!("{path}");
             }
         }
         ZkCommand::Set { path, data, version } => {
@@ -152,7 +152,7 @@ async fn command(client: &zk::Client, command: ZkCommand) -> anyhow::Result<()> 
                 if event.event_type == zk::EventType::Session {
                     anyhow::bail!("session ended: {:?}", event.session_state);
                 }
-                println!("{:?} {}", event.event_type, event.path);
+                out!("{:?} {}", event.event_type, event.path);
             }
         }
     }

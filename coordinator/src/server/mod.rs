@@ -139,9 +139,13 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
         let _ = writer_task.await;
         return Ok(());
     };
-    let connection_id = replica.hub.register(session, tx.clone());
+    let (connection_id, ended) = replica.hub.register(session, tx.clone());
     let mut ids = vec![Id::new("ip", peer.ip().to_string())];
-    let result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids).await;
+    let result = tokio::select! {
+        // The session moved to another connection, or closed or expired: no more requests.
+        _ = ended.cancelled() => Ok(()),
+        result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids) => result,
+    };
     replica.hub.unregister(session, connection_id);
     let _ = tx.send(Outgoing::Close);
     drop(tx);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::acl::{Id, digest_id};
 use crate::error::KeeperError;
 use crate::proto::records::{ClientInfo, CreateRequest as WireCreate, add_watch_mode};
-use crate::proto::{self, MultiOp, MultiReadOp, MultiReadResult, MultiResult, Request, Response, xid};
+use crate::proto::{self, MultiOp, MultiReadOp, MultiReadResult, MultiResult, Request, Response};
 use crate::replica::{ProposeError, ReplicaInner};
 use crate::stat::{CreateMode, SessionId, Zxid};
 use crate::state::{CommandKind, CommandResult, WriteError, WriteOp, WriteResult};
@@ -47,7 +47,13 @@ pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids:
             Ok(op) => op,
             Err(e) => return reply(xid, replica.state.last_zxid(), Err(e)),
         };
-        let kind = CommandKind::Write { session, xid, ids: ids.clone(), op };
+        // A fresh id per request: the state de-duplicates retries of this very request, and
+        // nothing else (a client resuming a session numbers its xids from 1 again).
+        let mut request_id = [0u8; 8];
+        if getrandom::fill(&mut request_id).is_err() {
+            return reply(xid, replica.state.last_zxid(), Err(KeeperError::SystemError));
+        }
+        let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.clone(), op };
         return match replica.propose(kind).await {
             Ok((zxid, CommandResult::Write(result))) => reply(xid, zxid, write_response(&request, result)),
             Ok((zxid, other)) => {
@@ -93,17 +99,17 @@ pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids:
                         if !ids.contains(&id) {
                             ids.push(id);
                         }
-                        proto::encode_reply(&mut frame, xid::AUTH, 0, Ok(&Response::Empty));
+                        proto::encode_reply(&mut frame, xid, 0, Ok(&Response::Empty));
                         return Reply::Frame(frame);
                     }
                     _ => {}
                 }
             }
-            proto::encode_reply(&mut frame, xid::AUTH, 0, Err(KeeperError::AuthFailed));
+            proto::encode_reply(&mut frame, xid, 0, Err(KeeperError::AuthFailed));
             Reply::FrameThenClose(frame)
         }
-        Request::SetWatches(w) => set_watches(replica, session, w.into()),
-        Request::SetWatches2(w) => set_watches(replica, session, w),
+        Request::SetWatches(w) => set_watches(replica, session, xid, w.into()),
+        Request::SetWatches2(w) => set_watches(replica, session, xid, w),
         request => {
             let zxid = replica.state.last_zxid();
             reply(xid, zxid, read(replica, session, ids, request))
@@ -301,7 +307,7 @@ fn read(replica: &ReplicaInner, session: SessionId, ids: &[Id], request: Request
 }
 
 /// Re-registers a reconnecting session's watches and fires at once the events it missed.
-fn set_watches(replica: &ReplicaInner, session: SessionId, w: crate::proto::records::SetWatches2) -> Reply {
+fn set_watches(replica: &ReplicaInner, session: SessionId, xid: i32, w: crate::proto::records::SetWatches2) -> Reply {
     let replay = WatchReplay {
         data: w.data_watches,
         exist: w.exist_watches,
@@ -319,6 +325,6 @@ fn set_watches(replica: &ReplicaInner, session: SessionId, w: crate::proto::reco
     for event in &missed {
         proto::encode_notification(&mut frame, event.zxid, &crate::proto::WatcherEvent::from(event));
     }
-    proto::encode_reply(&mut frame, xid::SET_WATCHES, zxid, Ok(&Response::Empty));
+    proto::encode_reply(&mut frame, xid, zxid, Ok(&Response::Empty));
     Reply::Frame(frame)
 }
