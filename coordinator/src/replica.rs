@@ -398,6 +398,11 @@ impl ReplicaInner {
         self.raft.metrics().borrow_watched().current_leader == Some(self.config.id)
     }
 
+    /// Whether this replica knows a leader (it can serve writes and sessions).
+    pub(crate) fn leader_known(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader.is_some()
+    }
+
     /// `standalone`, `leader` or `follower`, as `srvr` reports it.
     pub(crate) fn mode(&self) -> &'static str {
         if self.config.peers.len() <= 1 {

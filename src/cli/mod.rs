@@ -60,7 +60,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 pub(crate) fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        // openraft warns on every failed attempt to reach a peer that is still starting or is
+        // down; those show in `RUST_LOG=openraft=warn`, not by default.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

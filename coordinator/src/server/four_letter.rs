@@ -7,12 +7,17 @@ use std::sync::atomic::Ordering;
 use crate::proto::FourLetterWord;
 use crate::replica::ReplicaInner;
 
+/// ZooKeeper's answer while a server has no quorum.
+const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests\n";
+
 /// The version this server reports itself compatible with.
 pub(crate) const ZOOKEEPER_VERSION: &str = "3.8.4-squall";
 
 /// The text answering `word`.
 pub(crate) fn answer(replica: &ReplicaInner, word: FourLetterWord) -> String {
+    let serving = replica.leader_known();
     match word {
+        FourLetterWord::Srvr | FourLetterWord::Stat | FourLetterWord::Mntr if !serving => NOT_SERVING.into(),
         FourLetterWord::Ruok => "imok".into(),
         FourLetterWord::Srvr => srvr(replica, false),
         FourLetterWord::Stat => srvr(replica, true),
