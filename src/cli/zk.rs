@@ -152,7 +152,13 @@ async fn command(client: &zk::Client, command: ZkCommand) -> anyhow::Result<()> 
                 if event.event_type == zk::EventType::Session {
                     anyhow::bail!("session ended: {:?}", event.session_state);
                 }
-                out!("{:?} {}", event.event_type, event.path);
+                // Stop when nobody reads any more (`squall zk watch /a | head -1`).
+                use std::io::Write as _;
+                let line = format!("{:?} {}\n", event.event_type, event.path);
+                let mut stdout = std::io::stdout().lock();
+                if stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                    return Ok(());
+                }
             }
         }
     }
