@@ -210,6 +210,11 @@ async fn connect(
     Some((session, timeout))
 }
 
+/// Requests a connection may have read ahead of the one being answered.
+const READ_AHEAD: usize = 64;
+
+/// Reads requests and answers them in order. Pings are answered as soon as they are read: a
+/// write waiting out a leader election must not make the client think its connection died.
 async fn requests_loop(
     replica: &Arc<ReplicaInner>,
     reader: &mut tokio::net::tcp::OwnedReadHalf,
@@ -218,30 +223,59 @@ async fn requests_loop(
     timeout: Duration,
     ids: &mut Vec<Id>,
 ) -> io::Result<()> {
-    let mut buf = Vec::new();
-    loop {
-        // A client pings at least every third of its timeout; silence for a whole timeout means
-        // it is gone, and ZooKeeper closes the connection then.
-        let frame = match tokio::time::timeout(timeout, read_frame(reader, &mut buf)).await {
-            Ok(frame) => frame?,
-            Err(_) => return Ok(()),
-        };
-        if frame.is_none() {
-            return Ok(());
-        }
-        replica.counters.received.fetch_add(1, Ordering::Relaxed);
-        replica.hub.touch(session);
-        match requests::handle(replica, session, ids, &buf).await {
-            requests::Reply::Frame(frame) => {
-                let _ = tx.send(Outgoing::Frame(frame));
-            }
-            requests::Reply::FrameThenClose(frame) => {
-                let _ = tx.send(Outgoing::Frame(frame));
+    let (queue, mut queued) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
+    let read = async move {
+        let mut buf = Vec::new();
+        loop {
+            // A client pings at least every third of its timeout; silence for a whole timeout
+            // means it is gone, and ZooKeeper closes the connection then.
+            let frame = match tokio::time::timeout(timeout, read_frame(reader, &mut buf)).await {
+                Ok(frame) => frame?,
+                Err(_) => return Ok::<(), io::Error>(()),
+            };
+            if frame.is_none() {
                 return Ok(());
             }
-            requests::Reply::Close(why) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            replica.counters.received.fetch_add(1, Ordering::Relaxed);
+            replica.hub.touch(session);
+            if is_ping(&buf) {
+                let mut reply = Vec::new();
+                proto::encode_ping_reply(&mut reply, replica.state.last_zxid());
+                let _ = tx.send(Outgoing::Frame(reply));
+                continue;
+            }
+            if queue.send(std::mem::take(&mut buf)).await.is_err() {
+                return Ok(());
             }
         }
+    };
+    let answer = async {
+        while let Some(frame) = queued.recv().await {
+            match requests::handle(replica, session, ids, &frame).await {
+                requests::Reply::Frame(frame) => {
+                    let _ = tx.send(Outgoing::Frame(frame));
+                }
+                requests::Reply::FrameThenClose(frame) => {
+                    let _ = tx.send(Outgoing::Frame(frame));
+                    return Ok(());
+                }
+                requests::Reply::Close(why) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+                }
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    tokio::pin!(read, answer);
+    tokio::select! {
+        result = &mut answer => return result,
+        result = &mut read => result?,
     }
+    // The client stopped sending: answer what it sent before.
+    answer.await
+}
+
+/// Whether a request frame is a ping (op 11), by its header alone.
+fn is_ping(frame: &[u8]) -> bool {
+    frame.len() >= 8 && i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]) == 11
 }
