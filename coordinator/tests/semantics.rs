@@ -23,20 +23,18 @@ use squall_coordinator::proto::records::{
     GetDataRequest, SetDataRequest, SetWatches2, SyncRequest, add_watch_mode, event_type,
 };
 use squall_coordinator::proto::{self, ConnectRequest, ConnectResponse, MultiOp, Request, Response, WatcherEvent};
-use squall_coordinator::replica::{Replica, ReplicaConfig};
+use squall_coordinator::replica::Replica;
 use squall_coordinator::{Acl, KeeperError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zookeeper_client as zk;
 
-/// How long any single wait may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{DEADLINE, eventually, four_letter, start_standalone};
 
 async fn start(dir: &Path) -> Replica {
-    let config = ReplicaConfig::standalone(dir, "127.0.0.1:0".parse().unwrap());
-    let replica = Replica::start(config).await.expect("replica starts");
-    assert!(replica.wait_ready(DEADLINE).await, "the replica elects itself");
-    replica
+    start_standalone(dir).await
 }
 
 /// The connector every client here uses: a 2 s session, the replica's maximum.
@@ -65,27 +63,10 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The next event of a one-shot watcher as (type, path).
 async fn fired(what: &str, watcher: zk::OneshotWatcher) -> (zk::EventType, String) {
     let event = within(what, watcher.changed()).await;
     (event.event_type, event.path)
-}
-
-async fn four_letter(addr: SocketAddr, word: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(word.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    within("a four-letter answer", stream.read_to_string(&mut answer)).await.unwrap();
-    answer
 }
 
 /// A number from the `mntr` four-letter word.

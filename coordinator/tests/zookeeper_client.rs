@@ -5,36 +5,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use squall_coordinator::replica::{Replica, ReplicaConfig};
+mod common;
+
+use common::{eventually, four_letter, persistent, start_standalone};
+use squall_coordinator::replica::Replica;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zookeeper_client as zk;
 
 async fn start(dir: &Path) -> Replica {
-    let config = ReplicaConfig::standalone(dir, "127.0.0.1:0".parse().unwrap());
-    let replica = Replica::start(config).await.expect("replica starts");
-    assert!(replica.wait_ready(Duration::from_secs(10)).await, "the replica elects itself");
-    replica
+    start_standalone(dir).await
 }
 
 async fn client(addr: SocketAddr) -> zk::Client {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(2))
-        .connect(&addr.to_string())
-        .await
-        .expect("client connects")
-}
-
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
-
-/// Polls `f` until it returns true or 10 s pass.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::client(&addr.to_string()).await
 }
 
 /// Guarantee: create, getData, setData with versions, getChildren and delete behave as on
@@ -213,14 +196,6 @@ async fn multi_is_all_or_nothing() {
     assert!(zk.check_stat("/m3").await.unwrap().is_none(), "the failed multi left /m3 behind");
     assert!(zk.check_stat("/m2").await.unwrap().is_some());
     replica.shutdown().await;
-}
-
-async fn four_letter(addr: SocketAddr, word: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(word.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer
 }
 
 /// Guarantee: the four-letter words answer on the client port, in ZooKeeper's format.

@@ -1,12 +1,16 @@
-//! An ensemble of three replicas in one process, over TCP on 127.0.0.1, and the
-//! `zookeeper-client` connections the tests drive it with.
+//! Replicas in one process, over TCP on 127.0.0.1 — one alone, or an ensemble of three — and
+//! the `zookeeper-client` connections and waits the tests drive them with.
 
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use squall_coordinator::replica::{Replica, ReplicaConfig};
 use zookeeper_client as zk;
@@ -94,4 +98,37 @@ pub async fn client_with_timeout(addrs: &str, session_timeout: Duration) -> zk::
 /// Create options for a persistent znode anyone may change.
 pub fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+/// How long any single wait may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A one-replica store with its data in `dir`, serving clients on a free loopback port, once it
+/// has elected itself.
+pub async fn start_standalone(dir: &Path) -> Replica {
+    let config = ReplicaConfig::standalone(dir, "127.0.0.1:0".parse().unwrap());
+    let replica = Replica::start(config).await.expect("replica starts");
+    assert!(replica.wait_ready(DEADLINE).await, "the replica elects itself");
+    replica
+}
+
+/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The answer of the server at `addr` to a four-letter word.
+pub async fn four_letter(addr: SocketAddr, word: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(word.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+        .await
+        .expect("timed out waiting for a four-letter answer")
+        .unwrap();
+    answer
 }
