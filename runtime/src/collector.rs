@@ -161,6 +161,8 @@ pub(crate) struct Emitter {
     pub(crate) task: TaskId,
     component: smol_str::SmolStr,
     routes: Vec<StreamRoute>,
+    /// The index of the default stream in `routes`, looked up once rather than per emit.
+    default_route: Option<usize>,
     outbox: Outbox,
     acks: Option<AckOutbox>,
     ids: IdGen,
@@ -180,6 +182,7 @@ impl Emitter {
         Emitter {
             task,
             component,
+            default_route: routes.iter().position(|r| r.source.stream == crate::tuple::DEFAULT_STREAM),
             routes,
             outbox,
             acks,
@@ -195,7 +198,7 @@ impl Emitter {
     }
 
     fn default_stream(&self) -> usize {
-        self.stream_index(crate::tuple::DEFAULT_STREAM)
+        self.default_route.unwrap_or_else(|| self.stream_index(crate::tuple::DEFAULT_STREAM))
     }
 
     fn stream_index(&self, stream: &str) -> usize {
