@@ -31,8 +31,8 @@ pub(crate) enum PeerRequest {
 pub(crate) enum PeerResponse {
     /// The command's zxid and result.
     Proposed(Result<(Zxid, CommandResult), ProposeError>),
-    /// Deadlines moved.
-    Touched,
+    /// Deadlines moved; `in_touch`: the leader heard from a quorum lately.
+    Touched { in_touch: bool },
     /// The zxid a replica must have applied to be as recent as the leader was.
     ReadIndex(Result<Zxid, ProposeError>),
 }
@@ -49,7 +49,7 @@ impl crate::raft::AppHandler for PeerHandler {
                 PeerRequest::Propose(kind) => PeerResponse::Proposed(inner.propose_here(kind).await),
                 PeerRequest::Touch(sessions) => {
                     inner.hub.touch_tracked(&sessions);
-                    PeerResponse::Touched
+                    PeerResponse::Touched { in_touch: inner.is_leader() && inner.in_touch() }
                 }
                 PeerRequest::ReadIndex => PeerResponse::ReadIndex(inner.read_index_here().await),
             };

@@ -187,6 +187,13 @@ impl Hub {
         lock(&self.connections).remove(&session);
     }
 
+    /// Closes every client connection (their sessions stay; clients reconnect elsewhere).
+    fn end_all(&self) {
+        for (_, connection) in lock(&self.connections).drain() {
+            connection.end();
+        }
+    }
+
     /// How many client connections are open.
     pub(crate) fn connection_count(&self) -> usize {
         lock(&self.connections).len()
@@ -266,6 +273,22 @@ pub(crate) struct ReplicaInner {
     pub(crate) hub: Arc<Hub>,
     pub(crate) started: Instant,
     pub(crate) counters: Counters,
+    quorum: Quorum,
+}
+
+/// Whether a replica of an ensemble is in touch with a quorum, and so may serve clients.
+///
+/// ZooKeeper's servers stop serving when they lose their quorum (a follower that loses its
+/// leader, a leader that loses its followers) and close their clients' connections, so that a
+/// client on the minority side of a partition reconnects to the majority instead of reading an
+/// ever older state there while its session expires on the other side. Squall does the same:
+/// the leader counts as in touch while a quorum acknowledged its heartbeats within
+/// [`QUORUM_LEASE`]; a follower while the leader, itself in touch, answered its session-activity
+/// report within that time.
+struct Quorum {
+    /// On a follower: when the leader last said, in touch, that it heard this replica.
+    last_contact: Mutex<Option<Instant>>,
+    serving: tokio::sync::watch::Sender<bool>,
 }
 
 /// Request counters for the four-letter words.
@@ -281,6 +304,14 @@ const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a leader to be known.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// Raft's election timeout is drawn from [MIN, MAX] ms.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// How long a replica of an ensemble serves clients without hearing from a quorum: two
+/// election timeouts, so a leader's loss (an election, then the new leader's first answers)
+/// does not close every follower's connections, while a replica cut off from the majority
+/// stops serving about a second after it was.
+const QUORUM_LEASE: Duration = Duration::from_millis(2 * ELECTION_TIMEOUT_MAX_MS);
 
 /// The wall clock in ms since the epoch, as ZooKeeper stamps ctime and mtime.
 fn now_ms() -> i64 {
@@ -398,7 +429,27 @@ impl ReplicaInner {
         self.raft.metrics().borrow_watched().current_leader == Some(self.config.id)
     }
 
-    /// Whether this replica knows a leader (it can serve writes and sessions).
+    /// Whether this replica serves clients: a one-replica store always; a replica of an
+    /// ensemble while it is in touch with a quorum (see [`Quorum`]).
+    pub(crate) fn serving(&self) -> bool {
+        *self.quorum.serving.borrow()
+    }
+
+    /// Whether this replica has heard from a quorum within [`QUORUM_LEASE`].
+    pub(crate) fn in_touch(&self) -> bool {
+        if self.config.peers.len() <= 1 {
+            return true;
+        }
+        if self.is_leader() {
+            use openraft::Instant as _;
+            let acked = self.raft.metrics().borrow_watched().last_quorum_acked;
+            acked.is_some_and(|at| at.elapsed() < QUORUM_LEASE)
+        } else {
+            lock(&self.quorum.last_contact).is_some_and(|at| at.elapsed() < QUORUM_LEASE)
+        }
+    }
+
+    /// Whether this replica knows a leader.
     pub(crate) fn leader_known(&self) -> bool {
         self.raft.metrics().borrow_watched().current_leader.is_some()
     }
@@ -466,8 +517,8 @@ impl Replica {
         let raft_config = openraft::Config {
             cluster_name: "squall".into(),
             heartbeat_interval: 50,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
@@ -476,6 +527,7 @@ impl Replica {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let config_standalone = config.peers.len() <= 1;
         let inner = Arc::new(ReplicaInner {
             config,
             raft,
@@ -484,6 +536,10 @@ impl Replica {
             hub,
             started: Instant::now(),
             counters: Counters::default(),
+            quorum: Quorum {
+                last_contact: Mutex::new(None),
+                serving: tokio::sync::watch::Sender::new(config_standalone),
+            },
         });
         let raft_server = match raft_listener {
             Some(listener) => {
@@ -520,6 +576,16 @@ impl Replica {
                 _ = report_activity(reporter) => {}
             }
         });
+        if !inner.serving() {
+            let guard = inner.clone();
+            let guard_stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = guard_stop.cancelled() => {}
+                    _ = guard_quorum(guard) => {}
+                }
+            });
+        }
         Ok(Replica { inner, client_addr, raft_server, tasks, stop, log_handle })
     }
 
@@ -558,6 +624,9 @@ impl Replica {
         })
         .await
         .is_ok()
+            && tokio::time::timeout(timeout, self.inner.quorum.serving.subscribe().wait_for(|serving| *serving))
+                .await
+                .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops serving clients (closing their connections) and peers, then stops Raft; returns
@@ -601,21 +670,52 @@ async fn initialize(raft: &Raft, config: &ReplicaConfig, raft_addr: Option<Socke
 }
 
 /// On a follower: every third of a tick, reports the sessions active here to the leader, so
-/// that a session connected to a follower does not expire.
+/// that a session connected to a follower does not expire; the leader's answer says whether it
+/// is in touch with a quorum, which keeps this replica serving (see [`Quorum`]).
 async fn report_activity(inner: Arc<ReplicaInner>) {
     let mut ticker = tokio::time::interval(inner.hub.tick / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let active = inner.hub.take_active();
-        if active.is_empty() || inner.is_leader() {
+        if inner.config.peers.len() <= 1 || inner.is_leader() {
+            inner.hub.take_active();
             continue;
         }
-        let leader = inner.raft.metrics().borrow_watched().current_leader;
-        if let Some(leader) = leader {
-            if let Err(e) = inner.ask(leader, &PeerRequest::Touch(active)).await {
-                tracing::debug!("cannot report session activity to the leader: {e}");
-            }
+        let Some(leader) = inner.raft.metrics().borrow_watched().current_leader else {
+            continue;
+        };
+        let asked = Instant::now();
+        let active = inner.hub.take_active();
+        match inner.ask(leader, &PeerRequest::Touch(active)).await {
+            Ok(PeerResponse::Touched { in_touch: true }) => *lock(&inner.quorum.last_contact) = Some(asked),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("cannot report session activity to the leader: {e}"),
+        }
+    }
+}
+
+/// On a replica of an ensemble: every third of a tick, starts or stops serving clients as it
+/// gains or loses touch with a quorum; on losing it, closes every client connection.
+async fn guard_quorum(inner: Arc<ReplicaInner>) {
+    let mut ticker = tokio::time::interval(inner.hub.tick / 3);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let in_touch = inner.in_touch();
+        if in_touch == inner.serving() {
+            continue;
+        }
+        inner.quorum.serving.send_replace(in_touch);
+        if in_touch {
+            tracing::info!("replica {} is in touch with a quorum: serving clients", inner.config.id);
+        } else {
+            tracing::warn!(
+                "replica {} has not heard from a quorum for {QUORUM_LEASE:?}: closing its {} client connections \
+                 and refusing new ones until it does",
+                inner.config.id,
+                inner.hub.connection_count()
+            );
+            inner.hub.end_all();
         }
     }
 }

@@ -112,3 +112,76 @@ async fn the_leaders_loss_loses_no_acknowledged_write() {
         replica.shutdown().await;
     }
 }
+
+/// Guarantee: a replica cut off from the majority stops serving, as ZooKeeper's servers do —
+/// its clients' connections close, new sessions are refused, `srvr` says it is not serving —
+/// instead of answering from an ever older state while its clients' sessions expire on the
+/// majority's side; once a quorum is back it serves again and its clients' sessions live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_without_a_quorum_stops_serving_until_it_has_one() {
+    // Sessions of up to 10 s: the client must not give its session up (after 1.4 timeouts
+    // without a server) while the test stops two replicas and restarts one.
+    let mut ensemble = Ensemble::start_with_tick(Duration::from_millis(500)).await;
+    let leader = ensemble.leader();
+    let isolated = (1..=3).find(|id| *id != leader).unwrap();
+    let other = (1..=3).find(|id| *id != leader && *id != isolated).unwrap();
+    let addr = ensemble.addr(isolated);
+    let kept = common::client_with_timeout(&addr.to_string(), Duration::from_secs(10)).await;
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    kept.create("/mine", b"", &ephemeral).await.unwrap();
+    let session = kept.session_id();
+    let mut state = kept.state_watcher();
+
+    ensemble.stop(leader).await;
+    ensemble.stop(other).await;
+    assert_stops_serving(addr, &mut state).await;
+
+    ensemble.restart(other).await;
+    common::eventually("the isolated replica to serve again", || async {
+        !common::four_letter(addr, "srvr").await.contains("not currently serving")
+    })
+    .await;
+    common::eventually("the old session to reconnect and read", || async {
+        matches!(kept.check_stat("/mine").await, Ok(Some(_)))
+    })
+    .await;
+    assert_eq!(kept.session_id(), session, "the session survived");
+    ensemble.shutdown().await;
+}
+
+/// Guarantee: a leader whose followers are gone stops serving its clients too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_without_a_quorum_stops_serving() {
+    let mut ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let addr = ensemble.addr(leader);
+    let kept = client(&addr.to_string()).await;
+    kept.create("/before", b"", &persistent()).await.unwrap();
+    let mut state = kept.state_watcher();
+    for id in (1..=3).filter(|id| *id != leader) {
+        ensemble.stop(id).await;
+    }
+    assert_stops_serving(addr, &mut state).await;
+    ensemble.shutdown().await;
+}
+
+/// Waits until the replica at `addr` says it is not serving and the client whose state is
+/// `state` lost its connection, then checks that a new session there is refused.
+async fn assert_stops_serving(addr: std::net::SocketAddr, state: &mut zk::StateWatcher) {
+    let started = Instant::now();
+    tokio::time::timeout(common::DEADLINE, async { while state.changed().await != zk::SessionState::Disconnected {} })
+        .await
+        .expect("the client's connection to the replica without a quorum is closed");
+    let disconnected_after = started.elapsed();
+    common::eventually("srvr to say the replica is not serving", || async {
+        common::four_letter(addr, "srvr").await.contains("not currently serving")
+    })
+    .await;
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(2),
+        zk::Client::connector().with_session_timeout(Duration::from_secs(2)).connect(&addr.to_string()),
+    )
+    .await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "a new session was opened on a replica without a quorum");
+    assert!(disconnected_after < Duration::from_secs(5), "took {disconnected_after:?} to notice");
+}

@@ -42,6 +42,7 @@ use raft_log::codeq::Encode;
 
 use super::data_dir;
 use super::data_dir::StoreOpenError;
+use super::torn_tail;
 
 /// Tuning of the write-ahead log under a [`LogStore`]. The defaults suit a coordinator.
 #[derive(Debug, Clone)]
@@ -119,13 +120,40 @@ impl<C: RaftTypeConfig> LogStore<C> {
     ) -> Result<Self, StoreOpenError> {
         let dir = dir.as_ref();
         let log_dir = data_dir::prepare(dir, node_id)?;
-        let mut wal_config = raft_log::Config::new(log_dir.display());
-        wal_config.wal.flush_batch_wait = Some(config.flush_batch_wait);
-        wal_config.wal.chunk_max_size = Some(config.chunk_max_size);
-        // Replay reads one chunk through this buffer; raft-log's default is 64 MiB.
-        wal_config.wal.read_buffer_size = Some(4 << 20);
-        let log = RaftLog::open(Arc::new(wal_config))
-            .map_err(|source| StoreOpenError::Log { dir: log_dir.clone(), error: source })?;
+        let wal_config = |truncate_torn_tail: bool| {
+            let mut wal_config = raft_log::Config::new(log_dir.display());
+            wal_config.wal.flush_batch_wait = Some(config.flush_batch_wait);
+            wal_config.wal.chunk_max_size = Some(config.chunk_max_size);
+            // Replay reads one chunk through this buffer; raft-log's default is 64 MiB.
+            wal_config.wal.read_buffer_size = Some(4 << 20);
+            // Off unless `torn_tail::judge` found a torn last write and nothing else.
+            wal_config.wal.truncate_incomplete_record = Some(truncate_torn_tail);
+            Arc::new(wal_config)
+        };
+        let refused = |error| StoreOpenError::Log { dir: log_dir.clone(), error };
+        let strict = wal_config(false);
+        let log = match RaftLog::open(strict.clone()) {
+            Ok(log) => log,
+            Err(error) => match torn_tail::judge::<WalTypes<C>>(&strict) {
+                Ok(Some(torn)) => {
+                    tracing::warn!(
+                        "{}: the last write before the node stopped is incomplete ({} bytes at offset {}); it was \
+                         never acknowledged, so the log is recovered up to it and those bytes are dropped",
+                        torn.chunk,
+                        torn.len,
+                        torn.offset
+                    );
+                    RaftLog::open(wal_config(true)).map_err(refused)?
+                }
+                Ok(None) => return Err(refused(error)),
+                Err(judging) => {
+                    return Err(refused(io::Error::new(
+                        error.kind(),
+                        format!("{error} (and it cannot be read to tell a torn last write: {judging})"),
+                    )));
+                }
+            },
+        };
         Ok(Self {
             log: Arc::new(Mutex::new(log)),
             closed: Arc::new(tokio::sync::watch::Sender::new(())),

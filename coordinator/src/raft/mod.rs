@@ -36,6 +36,7 @@
 mod data_dir;
 pub mod log_store;
 pub mod network;
+mod torn_tail;
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ pub(crate) const ZOOKEEPER_VERSION: &str = "3.8.4-squall";
 
 /// The text answering `word`.
 pub(crate) fn answer(replica: &ReplicaInner, word: FourLetterWord) -> String {
-    let serving = replica.leader_known();
+    let serving = replica.serving() && replica.leader_known();
     match word {
         FourLetterWord::Srvr | FourLetterWord::Stat | FourLetterWord::Mntr if !serving => NOT_SERVING.into(),
         FourLetterWord::Ruok => "imok".into(),

@@ -161,6 +161,12 @@ async fn connect(
     tx: &mpsc::UnboundedSender<Outgoing>,
     peer: SocketAddr,
 ) -> Option<(SessionId, Duration)> {
+    if !replica.serving() {
+        // ZooKeeper closes the connection of a server not in a quorum: the client tries
+        // another replica.
+        tracing::info!("refusing client {peer}: this replica is not in touch with a quorum");
+        return None;
+    }
     let last_zxid = replica.state.last_zxid();
     if request.last_zxid_seen > last_zxid {
         // ZooKeeper closes the connection: the client has seen a newer state than ours and

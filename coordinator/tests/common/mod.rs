@@ -23,16 +23,23 @@ pub fn free_port() -> SocketAddr {
 /// Three replicas, ids 1 to 3, each with its own data directory; a stopped one is removed.
 pub struct Ensemble {
     _dirs: Vec<tempfile::TempDir>,
+    configs: BTreeMap<u64, ReplicaConfig>,
     pub replicas: BTreeMap<u64, Replica>,
 }
 
 impl Ensemble {
     /// Starts three replicas and waits until each knows the leader.
     pub async fn start() -> Ensemble {
+        Ensemble::start_with_tick(Duration::from_millis(100)).await
+    }
+
+    /// [`Ensemble::start`] with session timeouts clamped to [2, 20] × `tick`.
+    pub async fn start_with_tick(tick: Duration) -> Ensemble {
         let raft: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_port())).collect();
         let peers: BTreeMap<u64, String> = raft.iter().map(|(id, a)| (*id, a.to_string())).collect();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut starts = Vec::new();
+        let mut configs = BTreeMap::new();
         for id in 1..=3u64 {
             let config = ReplicaConfig {
                 id,
@@ -40,9 +47,10 @@ impl Ensemble {
                 client_addr: "127.0.0.1:0".parse().unwrap(),
                 raft_addr: Some(raft[&id]),
                 peers: peers.clone(),
-                tick: Duration::from_millis(100),
+                tick,
                 super_user: None,
             };
+            configs.insert(id, config.clone());
             starts.push(tokio::spawn(Replica::start(config)));
         }
         let mut replicas = BTreeMap::new();
@@ -52,7 +60,7 @@ impl Ensemble {
         for replica in replicas.values() {
             assert!(replica.wait_ready(Duration::from_secs(20)).await, "no leader elected");
         }
-        Ensemble { _dirs: dirs, replicas }
+        Ensemble { _dirs: dirs, configs, replicas }
     }
 
     /// The id of the replica that leads now.
@@ -74,6 +82,12 @@ impl Ensemble {
     pub async fn stop(&mut self, id: u64) {
         let replica = self.replicas.remove(&id).expect("a running replica");
         replica.shutdown().await;
+    }
+
+    /// Starts stopped replica `id` again from its data directory (on a new client port).
+    pub async fn restart(&mut self, id: u64) {
+        let replica = Replica::start(self.configs[&id].clone()).await.expect("replica restarts");
+        self.replicas.insert(id, replica);
     }
 
     /// Shuts every running replica down.
