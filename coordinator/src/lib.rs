@@ -23,6 +23,7 @@ pub mod error;
 pub mod jute;
 pub mod path;
 mod peer;
+mod proposer;
 pub mod proto;
 pub mod raft;
 pub mod replica;

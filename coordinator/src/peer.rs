@@ -11,15 +11,16 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::proposer::Proposed;
 use crate::replica::{ProposeError, ReplicaInner};
 use crate::stat::{SessionId, Zxid};
-use crate::state::{CommandKind, CommandResult};
+use crate::state::CommandKind;
 
 /// A request from a replica to the leader.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum PeerRequest {
-    /// Propose this command and return its result.
-    Propose(CommandKind),
+    /// Propose these commands, in this order, and return their results.
+    ProposeBatch(Vec<CommandKind>),
     /// These sessions were active on the sender: move their deadlines.
     Touch(Vec<SessionId>),
     /// The leader's commit index, confirmed by a quorum (ReadIndex): what `sync` waits for.
@@ -29,8 +30,8 @@ pub(crate) enum PeerRequest {
 /// The leader's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum PeerResponse {
-    /// The command's zxid and result.
-    Proposed(Result<(Zxid, CommandResult), ProposeError>),
+    /// Each command's zxid and result, in order.
+    ProposedBatch(Vec<Proposed>),
     /// Deadlines moved; `in_touch`: the leader heard from a quorum lately.
     Touched { in_touch: bool },
     /// The zxid a replica must have applied to be as recent as the leader was.
@@ -43,10 +44,21 @@ pub(crate) struct PeerHandler(pub(crate) Arc<ReplicaInner>);
 impl crate::raft::AppHandler for PeerHandler {
     fn call(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         let inner = self.0.clone();
+        let request: PeerRequest = match postcard::from_bytes(&request) {
+            Ok(request) => request,
+            Err(e) => return Box::pin(std::future::ready(Err(format!("bad peer request: {e}")))),
+        };
+        // Submitted now, in the order batches arrive, so each keeps its place (see
+        // `crate::proposer`).
+        let batch = match &request {
+            PeerRequest::ProposeBatch(kinds) => {
+                kinds.iter().map(|kind| inner.proposer.submit(kind.clone(), 0)).collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
+        };
         Box::pin(async move {
-            let request: PeerRequest = postcard::from_bytes(&request).map_err(|e| format!("bad peer request: {e}"))?;
             let response = match request {
-                PeerRequest::Propose(kind) => PeerResponse::Proposed(inner.propose_here(kind).await),
+                PeerRequest::ProposeBatch(_) => PeerResponse::ProposedBatch(futures::future::join_all(batch).await),
                 PeerRequest::Touch(sessions) => {
                     inner.hub.touch_tracked(&sessions);
                     PeerResponse::Touched { in_touch: inner.is_leader() && inner.in_touch() }

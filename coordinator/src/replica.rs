@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::peer::{PeerHandler, PeerRequest, PeerResponse};
+use crate::proposer::{Proposed, Proposer};
 use crate::proto::{self, WatcherEvent};
 use crate::raft::{LogStore, NetworkConfig, RaftRpcServer, StoreOpenError, TcpNetwork};
 use crate::session::SessionTracker;
@@ -274,6 +275,7 @@ pub(crate) struct ReplicaInner {
     pub(crate) started: Instant,
     pub(crate) counters: Counters,
     quorum: Quorum,
+    pub(crate) proposer: Proposer,
 }
 
 /// Whether a replica of an ensemble is in touch with a quorum, and so may serve clients.
@@ -314,57 +316,39 @@ const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 const QUORUM_LEASE: Duration = Duration::from_millis(2 * ELECTION_TIMEOUT_MAX_MS);
 
 /// The wall clock in ms since the epoch, as ZooKeeper stamps ctime and mtime.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl ReplicaInner {
-    /// Makes a change: proposes it here when this replica leads, else forwards it to the
-    /// leader and waits until this replica has applied it too. Retries across a leader change
-    /// until [`FORWARD_DEADLINE`]; a write retried that way is applied once (the state
-    /// de-duplicates by session and xid).
-    pub(crate) async fn propose(&self, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
-        let deadline = Instant::now() + FORWARD_DEADLINE;
-        loop {
-            let attempt = match self.leader().await {
-                Some(leader) if leader == self.config.id => self.propose_here(kind.clone()).await,
-                Some(leader) => self.forward(leader, kind.clone()).await,
-                None => Err(ProposeError::NotLeader { leader: None }),
-            };
-            match attempt {
-                Ok((zxid, result)) => {
-                    if tokio::time::timeout_at(deadline.into(), self.state.wait_applied(zxid)).await.is_err() {
-                        return Err(ProposeError::Unreachable(format!("zxid {zxid:#x} not applied here in time")));
-                    }
-                    return Ok((zxid, result));
-                }
-                Err(ProposeError::Raft(e)) => return Err(ProposeError::Raft(e)),
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(e) => {
-                    tracing::debug!("retrying a write: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+    /// Makes a change, behind every write submitted here before it (see [`crate::proposer`]),
+    /// and waits until this replica has applied it too; `size` is the request's size, which
+    /// bounds batches. Returns once queued; the future is the result.
+    pub(crate) fn submit(&self, kind: CommandKind, size: usize) -> impl Future<Output = Proposed> + Send + 'static {
+        let result = self.proposer.submit(kind, size);
+        let state = self.state.clone();
+        async move {
+            let (zxid, result) = result.await?;
+            if tokio::time::timeout(FORWARD_DEADLINE, state.wait_applied(zxid)).await.is_err() {
+                return Err(ProposeError::Unreachable(format!("zxid {zxid:#x} not applied here in time")));
             }
+            Ok((zxid, result))
         }
     }
 
-    /// Proposes a command here, stamped with this replica's clock (the leader's, when it
-    /// succeeds), and waits for its result.
-    pub(crate) async fn propose_here(&self, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
-        let command = Command { time: now_ms(), kind };
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok((response.log_id.index as Zxid, response.data)),
-            Err(e) => match e.forward_to_leader() {
-                Some(forward) => Err(ProposeError::NotLeader { leader: forward.leader_id }),
-                None => Err(ProposeError::Raft(e.to_string())),
-            },
-        }
+    /// [`ReplicaInner::submit`] and wait.
+    pub(crate) async fn propose(&self, kind: CommandKind) -> Proposed {
+        self.submit(kind, 0).await
     }
 
-    /// Asks the leader `leader` to propose a command.
-    async fn forward(&self, leader: u64, kind: CommandKind) -> Result<(Zxid, CommandResult), ProposeError> {
-        match self.ask(leader, &PeerRequest::Propose(kind)).await? {
-            PeerResponse::Proposed(result) => result,
+    /// Asks the leader `leader` to propose `kinds`, in order.
+    pub(crate) async fn forward_batch(
+        &self,
+        leader: u64,
+        kinds: Vec<CommandKind>,
+    ) -> Result<Vec<Proposed>, ProposeError> {
+        match self.ask(leader, &PeerRequest::ProposeBatch(kinds)).await? {
+            PeerResponse::ProposedBatch(results) => Ok(results),
             other => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
         }
     }
@@ -409,7 +393,7 @@ impl ReplicaInner {
     }
 
     /// The current leader, waiting up to an election's length for one.
-    async fn leader(&self) -> Option<u64> {
+    pub(crate) async fn leader(&self) -> Option<u64> {
         let mut metrics = self.raft.metrics();
         let wait = async {
             loop {
@@ -528,6 +512,7 @@ impl Replica {
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let config_standalone = config.peers.len() <= 1;
+        let (proposer, proposer_queue) = Proposer::new();
         let inner = Arc::new(ReplicaInner {
             config,
             raft,
@@ -536,6 +521,7 @@ impl Replica {
             hub,
             started: Instant::now(),
             counters: Counters::default(),
+            proposer,
             quorum: Quorum {
                 last_contact: Mutex::new(None),
                 serving: tokio::sync::watch::Sender::new(config_standalone),
@@ -559,6 +545,14 @@ impl Replica {
 
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
+        let writer = inner.clone();
+        let writer_stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = writer_stop.cancelled() => {}
+                _ = crate::proposer::run(writer, proposer_queue) => {}
+            }
+        });
         tasks.spawn(crate::server::serve(client_listener, inner.clone(), tasks.clone(), stop.clone()));
         let expiry = inner.clone();
         let expiry_stop = stop.clone();

@@ -185,3 +185,40 @@ async fn assert_stops_serving(addr: std::net::SocketAddr, state: &mut zk::StateW
     assert!(!matches!(attempt, Ok(Ok(_))), "a new session was opened on a replica without a quorum");
     assert!(disconnected_after < Duration::from_secs(5), "took {disconnected_after:?} to notice");
 }
+
+/// Guarantee: a session's writes sent without waiting for replies are applied in the order it
+/// sent them and answered in that order, whether its replica leads or forwards them: each
+/// versioned setData expects the version the one before it made, and sequence numbers follow
+/// the order of the creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sessions_pipelined_writes_apply_in_send_order_through_any_replica() {
+    const WRITES: i32 = 300;
+    let ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let sequential = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    for id in [follower, leader] {
+        let session = client(&ensemble.addr(id).to_string()).await;
+        let root = format!("/order-{id}");
+        session.create(&root, b"", &persistent()).await.unwrap();
+        session.create(&format!("{root}/v"), b"", &persistent()).await.unwrap();
+        // Every request is sent when its method is called; none is awaited until all are out.
+        let (value, sequence) = (format!("{root}/v"), format!("{root}/s-"));
+        let mut sets = Vec::new();
+        let mut creates = Vec::new();
+        for i in 0..WRITES {
+            sets.push(session.set_data(&value, i.to_string().as_bytes(), Some(i)));
+            creates.push(session.create(&sequence, b"", &sequential));
+        }
+        let (sets, creates) =
+            futures::future::join(futures::future::join_all(sets), futures::future::join_all(creates)).await;
+        for (i, set) in sets.into_iter().enumerate() {
+            assert_eq!(set.unwrap().version, i as i32 + 1, "set {i} through replica {id}");
+        }
+        for (i, create) in creates.into_iter().enumerate() {
+            // `v` was the root's first child: the numbers start at 1.
+            assert_eq!(create.unwrap().1.into_i64(), i as i64 + 1, "create {i} through replica {id}");
+        }
+    }
+    ensemble.shutdown().await;
+}

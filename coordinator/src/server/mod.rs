@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -218,6 +221,8 @@ async fn connect(
 
 /// Requests a connection may have read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
+/// Replies a connection may owe at once (its writes in flight, mostly).
+const IN_FLIGHT: usize = 256;
 
 /// Reads requests and answers them in order. Pings are answered as soon as they are read: a
 /// write waiting out a leader election must not make the client think its connection died.
@@ -256,18 +261,40 @@ async fn requests_loop(
         }
     };
     let answer = async {
-        while let Some(frame) = queued.recv().await {
-            match requests::handle(replica, session, ids, &frame).await {
-                requests::Reply::Frame(frame) => {
-                    let _ = tx.send(Outgoing::Frame(frame));
+        // Replies not yet sent, in request order: writes in flight and replies made at once.
+        let mut pending: FuturesOrdered<BoxFuture<'static, requests::Reply>> = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(reply) = pending.next(), if !pending.is_empty() => {
+                    if !send(tx, reply)? {
+                        return Ok(());
+                    }
                 }
-                requests::Reply::FrameThenClose(frame) => {
-                    let _ = tx.send(Outgoing::Frame(frame));
-                    return Ok(());
+                frame = queued.recv(), if pending.len() < IN_FLIGHT => {
+                    let Some(frame) = frame else { break };
+                    match requests::start(replica, session, ids, &frame) {
+                        requests::Step::Queued(reply) => pending.push_back(reply),
+                        requests::Step::Now(request, xid) => {
+                            // Answered after every earlier reply, and after the writes before
+                            // it are applied here, so it sees them.
+                            while let Some(reply) = pending.next().await {
+                                if !send(tx, reply)? {
+                                    return Ok(());
+                                }
+                            }
+                            if !send(tx, requests::handle(replica, session, ids, request, xid).await)? {
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
-                requests::Reply::Close(why) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, why));
-                }
+            }
+        }
+        // The client stopped sending: answer what it sent before.
+        while let Some(reply) = pending.next().await {
+            if !send(tx, reply)? {
+                return Ok(());
             }
         }
         Ok::<(), io::Error>(())
@@ -279,6 +306,21 @@ async fn requests_loop(
     }
     // The client stopped sending: answer what it sent before.
     answer.await
+}
+
+/// Queues `reply` on the connection; `Ok(false)` when the connection then closes.
+fn send(tx: &mpsc::UnboundedSender<Outgoing>, reply: requests::Reply) -> io::Result<bool> {
+    match reply {
+        requests::Reply::Frame(frame) => {
+            let _ = tx.send(Outgoing::Frame(frame));
+            Ok(true)
+        }
+        requests::Reply::FrameThenClose(frame) => {
+            let _ = tx.send(Outgoing::Frame(frame));
+            Ok(false)
+        }
+        requests::Reply::Close(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+    }
 }
 
 /// Whether a request frame is a ping (op 11), by its header alone.

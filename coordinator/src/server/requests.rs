@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::acl::{Id, digest_id};
 use crate::error::KeeperError;
 use crate::proto::records::{ClientInfo, CreateRequest as WireCreate, add_watch_mode};
@@ -29,32 +31,45 @@ fn reply(xid: i32, zxid: Zxid, result: Result<Response, KeeperError>) -> Reply {
     Reply::Frame(frame)
 }
 
-/// Decodes and answers one request frame of `session`, whose auth ids are `ids`.
-pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids: &mut Vec<Id>, frame: &[u8]) -> Reply {
+/// What becomes of one request frame.
+pub(super) enum Step {
+    /// Its reply, to be sent after every earlier one: a write, already submitted behind the
+    /// session's earlier writes, or a request answered from the frame alone.
+    Queued(BoxFuture<'static, Reply>),
+    /// Anything else: [`handle`] answers it once every earlier reply is out.
+    Now(Request, i32),
+}
+
+/// Decodes one request frame of `session`, whose auth ids are `ids`, and submits it if it is
+/// a write, so that a session's writes are in flight together, in order.
+pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id], frame: &[u8]) -> Step {
+    let ready = |reply: Reply| Step::Queued(Box::pin(std::future::ready(reply)));
     let (header, request) = match proto::decode_request(frame) {
         Ok(decoded) => decoded,
         Err(e) => {
-            return match e.header {
+            return ready(match e.header {
                 // ZooKeeper answers a body it cannot read with MarshallingError.
                 Some(header) => reply(header.xid, replica.state.last_zxid(), Err(KeeperError::MarshallingError)),
                 None => Reply::Close(e.to_string()),
-            };
+            });
         }
     };
     let xid = header.xid;
-    if let Some(op) = as_write(&request) {
-        let op = match op {
-            Ok(op) => op,
-            Err(e) => return reply(xid, replica.state.last_zxid(), Err(e)),
-        };
-        // A fresh id per request: the state de-duplicates retries of this very request, and
-        // nothing else (a client resuming a session numbers its xids from 1 again).
-        let mut request_id = [0u8; 8];
-        if getrandom::fill(&mut request_id).is_err() {
-            return reply(xid, replica.state.last_zxid(), Err(KeeperError::SystemError));
-        }
-        let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.clone(), op };
-        return match replica.propose(kind).await {
+    let op = match as_write(&request) {
+        None => return Step::Now(request, xid),
+        Some(Ok(op)) => op,
+        Some(Err(e)) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
+    };
+    // A fresh id per request: the state de-duplicates retries of this very request, and
+    // nothing else (a client resuming a session numbers its xids from 1 again).
+    let mut request_id = [0u8; 8];
+    if getrandom::fill(&mut request_id).is_err() {
+        return ready(reply(xid, replica.state.last_zxid(), Err(KeeperError::SystemError)));
+    }
+    let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.to_vec(), op };
+    let result = replica.submit(kind, frame.len());
+    Step::Queued(Box::pin(async move {
+        match result.await {
             Ok((zxid, CommandResult::Write(result))) => reply(xid, zxid, write_response(&request, result)),
             Ok((zxid, other)) => {
                 tracing::error!("a write returned {other:?}");
@@ -64,8 +79,19 @@ pub(super) async fn handle(replica: &Arc<ReplicaInner>, session: SessionId, ids:
                 Reply::Close(format!("this replica cannot take writes: the leader is {leader:?}"))
             }
             Err(e) => Reply::Close(e.to_string()),
-        };
-    }
+        }
+    }))
+}
+
+/// Answers a request that is not a write ([`Step::Now`]) of `session`, whose auth ids are
+/// `ids`.
+pub(super) async fn handle(
+    replica: &Arc<ReplicaInner>,
+    session: SessionId,
+    ids: &mut Vec<Id>,
+    request: Request,
+    xid: i32,
+) -> Reply {
     match request {
         Request::Ping => {
             let mut frame = Vec::new();

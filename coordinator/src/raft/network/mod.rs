@@ -26,7 +26,9 @@ pub use server::serve;
 /// Answers the application's own requests between replicas (a follower forwarding a client's
 /// write to the leader, say), carried on the Raft RPC connections as opaque bytes.
 pub trait AppHandler: Send + Sync + 'static {
-    /// The answer to `request`, or why there is none.
+    /// The answer to `request`, or why there is none. Called in the order the requests arrive
+    /// on a connection, so what `call` does before it returns the future happens in that
+    /// order; the futures then run concurrently.
     fn call(&self, request: Vec<u8>) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
 }
 

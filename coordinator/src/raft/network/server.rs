@@ -281,14 +281,18 @@ where
         });
     }
 
-    /// Runs one call on its own task and queues its reply.
+    /// Runs one call on its own task and queues its reply. An application call is started
+    /// here, in arrival order (see [`AppHandler::call`]); only its answer is awaited on the task.
     fn spawn_call(&self, id: u64, request: Request<C>, outbox: mpsc::Sender<Bytes>) {
         let raft = self.raft.clone();
-        let app = self.app.clone();
+        let app_call = match &request {
+            Request::App(bytes) => self.app.as_ref().map(|app| app.call(bytes.clone())),
+            _ => None,
+        };
         self.spawn(async move {
             let reply = match request {
-                Request::App(bytes) => match app {
-                    Some(app) => app.call(bytes).await.map(Reply::App),
+                Request::App(_) => match app_call {
+                    Some(call) => call.await.map(Reply::App),
                     None => Err("this replica takes no application requests".to_string()),
                 },
                 Request::Vote(req) => raft.vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
