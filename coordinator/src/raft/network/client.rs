@@ -197,7 +197,18 @@ impl<C: RaftTypeConfig> RaftNetworkV2<C> for PeerClient<C> {
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let conn = self.link.connection().await?;
+            let conn = match self.link.connection().await {
+                Ok(conn) => conn,
+                Err(unreachable) => {
+                    // openraft waits out its backoff when it makes a stream's next request, and
+                    // opens a new stream as soon as this one fails: taking one request first
+                    // makes a replication task to a dead peer wait between attempts instead of
+                    // retrying in a busy loop.
+                    let mut input = input;
+                    let _ = tokio::time::timeout(self.link.config.reconnect_max, input.next()).await;
+                    return Err(unreachable.into());
+                }
+            };
             let idle_timeout = option.hard_ttl().max(self.link.config.min_stream_timeout);
             let responses = AppendStream::open(conn, input, idle_timeout)?;
             let stream = futures::stream::unfold(Some(responses), |state| async move {
