@@ -8,9 +8,11 @@
 //! Each write carries its session and a request id the receiving replica drew for it. A write
 //! forwarded or retried after a leader change may reach the log twice; the second copy returns
 //! the first one's result without applying again. (Not the client's xid: a client that resumes
-//! a session with a new connection numbers its xids from 1 again.)
+//! a session with a new connection numbers its xids from 1 again.) A session may have up to
+//! [`DEDUP_WINDOW`] writes in flight, all retried together after a leader change, so the last
+//! that many writes of each session are remembered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,17 +153,21 @@ pub struct SessionInfo {
 pub struct ZnodeState {
     tree: ZnodeTree,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    /// The last write of each session: its request id and result.
-    last_write: BTreeMap<SessionId, (u64, CommandResult)>,
+    /// The last [`DEDUP_WINDOW`] writes of each session, oldest first: request id and result.
+    last_writes: BTreeMap<SessionId, VecDeque<(u64, CommandResult)>>,
     next_session: SessionId,
 }
+
+/// How many of a session's latest writes are remembered to de-duplicate retries: at least as
+/// many as a connection may have in flight.
+pub const DEDUP_WINDOW: usize = 256;
 
 /// The serialized form of [`ZnodeState`] besides the tree.
 #[derive(Serialize, Deserialize)]
 struct StateSnapshot {
     tree: Vec<u8>,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    last_write: BTreeMap<SessionId, (u64, CommandResult)>,
+    last_writes: BTreeMap<SessionId, VecDeque<(u64, CommandResult)>>,
     next_session: SessionId,
 }
 
@@ -175,7 +181,7 @@ impl ZnodeState {
         ZnodeState {
             tree: ZnodeTree::new(config),
             sessions: BTreeMap::new(),
-            last_write: BTreeMap::new(),
+            last_writes: BTreeMap::new(),
             next_session: 0,
         }
     }
@@ -212,7 +218,7 @@ impl ZnodeState {
             }
             CommandKind::CloseSession { session } => {
                 self.sessions.remove(session);
-                self.last_write.remove(session);
+                self.last_writes.remove(session);
                 let closed = self.tree.close_session(txn, *session);
                 (CommandResult::SessionClosed, closed.events)
             }
@@ -228,10 +234,9 @@ impl ZnodeState {
                 (CommandResult::Expired(deleted), events)
             }
             CommandKind::Write { session, request, ids, op } => {
-                if let Some((last, result)) = self.last_write.get(session) {
-                    if last == request {
-                        return (result.clone(), Vec::new());
-                    }
+                let earlier = self.last_writes.get(session).and_then(|w| w.iter().rev().find(|(id, _)| id == request));
+                if let Some((_, result)) = earlier {
+                    return (result.clone(), Vec::new());
                 }
                 if !self.sessions.contains_key(session) {
                     return (CommandResult::Write(Err(WriteError::Keeper(KeeperError::SessionExpired))), Vec::new());
@@ -239,7 +244,11 @@ impl ZnodeState {
                 let caller = Caller::new(*session, ids);
                 let (result, events) = self.write(txn, caller, op.clone());
                 let result = CommandResult::Write(result);
-                self.last_write.insert(*session, (*request, result.clone()));
+                let remembered = self.last_writes.entry(*session).or_default();
+                if remembered.len() == DEDUP_WINDOW {
+                    remembered.pop_front();
+                }
+                remembered.push_back((*request, result.clone()));
                 (result, events)
             }
         }
@@ -281,7 +290,7 @@ impl ZnodeState {
         let snapshot = StateSnapshot {
             tree: self.tree.snapshot(),
             sessions: self.sessions.clone(),
-            last_write: self.last_write.clone(),
+            last_writes: self.last_writes.clone(),
             next_session: self.next_session,
         };
         postcard::to_allocvec(&snapshot).expect("serializing plain data to memory cannot fail")
@@ -294,7 +303,7 @@ impl ZnodeState {
         Ok(ZnodeState {
             tree: ZnodeTree::restore(&snapshot.tree, config)?,
             sessions: snapshot.sessions,
-            last_write: snapshot.last_write,
+            last_writes: snapshot.last_writes,
             next_session: snapshot.next_session,
         })
     }
@@ -339,6 +348,32 @@ mod tests {
             &write(s, 2, WriteOp::Create(CreateRequest::new("/seq-", vec![]).mode(CreateMode::PersistentSequential))),
         );
         assert_ne!(next, first);
+    }
+
+    /// A session's pipelined writes retried together after a leader change reach the log again
+    /// after later writes of the session: each copy still returns its own first result.
+    #[test]
+    fn retries_of_a_sessions_earlier_writes_are_recognized_behind_later_ones() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        let sequential = || WriteOp::Create(CreateRequest::new("/seq-", vec![]).mode(CreateMode::PersistentSequential));
+        let writes: Vec<Command> = (0..DEDUP_WINDOW as u64).map(|i| write(s, 100 + i, sequential())).collect();
+        let firsts: Vec<CommandResult> = writes.iter().zip(2..).map(|(w, zxid)| state.apply(zxid, w).0).collect();
+        let before = state.snapshot();
+        let mut zxid = 1000;
+        for (w, first) in writes.iter().zip(&firsts) {
+            zxid += 1;
+            let (again, events) = state.apply(zxid, w);
+            assert_eq!(&again, first);
+            assert!(events.is_empty());
+        }
+        assert_eq!(state.snapshot(), before, "a duplicate was applied again");
+        // One more write: the oldest drops out of the window and would apply again.
+        state.apply(zxid + 1, &write(s, 99_999, sequential()));
+        let (still, _) = state.apply(zxid + 2, &writes[1]);
+        assert_eq!(still, firsts[1]);
+        let (again, _) = state.apply(zxid + 3, &writes[0]);
+        assert_ne!(again, firsts[0]);
     }
 
     #[test]

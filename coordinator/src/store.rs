@@ -149,12 +149,19 @@ impl ZnodeStateMachine {
 }
 
 /// The first bytes of a snapshot file: its format.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SQSNAP01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SQSNAP02";
 
 /// The snapshot bytes inside a snapshot file, once its format and SHA-1 checksum are right.
 fn checked_body(file: &[u8]) -> Result<&[u8], String> {
     use sha1::Digest;
     let header = SNAPSHOT_MAGIC.len() + 20;
+    if file.len() >= header && file.starts_with(b"SQSNAP") && &file[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+        return Err(format!(
+            "snapshot format {} is not the one this build reads ({}): run the squall that wrote it",
+            String::from_utf8_lossy(&file[..SNAPSHOT_MAGIC.len()]),
+            String::from_utf8_lossy(SNAPSHOT_MAGIC)
+        ));
+    }
     if file.len() < header || &file[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
         return Err("not a Squall snapshot file".into());
     }

@@ -221,8 +221,9 @@ async fn connect(
 
 /// Requests a connection may have read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
-/// Replies a connection may owe at once (its writes in flight, mostly).
-const IN_FLIGHT: usize = 256;
+/// Replies a connection may owe at once (its writes in flight, mostly): no more than the state
+/// remembers per session to de-duplicate their retries.
+const IN_FLIGHT: usize = crate::state::DEDUP_WINDOW;
 
 /// Reads requests and answers them in order. Pings are answered as soon as they are read: a
 /// write waiting out a leader election must not make the client think its connection died.
