@@ -309,6 +309,12 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// Raft's election timeout is drawn from [MIN, MAX] ms.
 const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// A snapshot is written once this many entries were applied since the last one, or half as
+/// many as the tree has znodes if that is more: a snapshot costs time in proportion to the
+/// tree, so this keeps its cost per write bounded however large the tree grows.
+const SNAPSHOT_MIN_ENTRIES: u64 = 5000;
+/// Entries kept in the log behind a snapshot, for followers a little behind.
+const SNAPSHOT_KEEP_ENTRIES: u64 = 1000;
 /// How long a replica of an ensemble serves clients without hearing from a quorum: two
 /// election timeouts, so a leader's loss (an election, then the new leader's first answers)
 /// does not close every follower's connections, while a replica cut off from the majority
@@ -503,6 +509,9 @@ impl Replica {
             heartbeat_interval: 50,
             election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            // `snapshot_when_due` decides, by the size of the tree.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: SNAPSHOT_KEEP_ENTRIES,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
@@ -568,6 +577,14 @@ impl Replica {
             tokio::select! {
                 _ = reporter_stop.cancelled() => {}
                 _ = report_activity(reporter) => {}
+            }
+        });
+        let snapshots = inner.clone();
+        let snapshots_stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = snapshots_stop.cancelled() => {}
+                _ = snapshot_when_due(snapshots) => {}
             }
         });
         if !inner.serving() {
@@ -684,6 +701,29 @@ async fn report_activity(inner: Arc<ReplicaInner>) {
             Ok(PeerResponse::Touched { in_touch: true }) => *lock(&inner.quorum.last_contact) = Some(asked),
             Ok(_) => {}
             Err(e) => tracing::debug!("cannot report session activity to the leader: {e}"),
+        }
+    }
+}
+
+/// Asks Raft for a snapshot when one is due (see [`SNAPSHOT_MIN_ENTRIES`]).
+async fn snapshot_when_due(inner: Arc<ReplicaInner>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asked_at = 0;
+    loop {
+        ticker.tick().await;
+        let (applied, snapshot) = {
+            let metrics = inner.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            (metrics.last_applied.map_or(0, |l| l.index), metrics.snapshot.map_or(0, |l| l.index))
+        };
+        let znodes = inner.state.read(|s| s.tree().node_count()) as u64;
+        let due = SNAPSHOT_MIN_ENTRIES.max(znodes / 2);
+        if applied.saturating_sub(snapshot.max(asked_at)) >= due {
+            asked_at = applied;
+            if let Err(e) = inner.raft.trigger().snapshot().await {
+                tracing::warn!("cannot start a snapshot: {e}");
+            }
         }
     }
 }

@@ -85,6 +85,13 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// [`StoredSnapshot`] by reference: the same bytes, without copying the data to write them.
+#[derive(Serialize)]
+struct StoredSnapshotRef<'a> {
+    meta: &'a SnapshotMetaOf<TypeConfig>,
+    data: &'a [u8],
+}
+
 /// The file, inside the replica's data directory, that holds the last snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 
@@ -94,7 +101,9 @@ pub struct ZnodeStateMachine {
     config: TreeConfig,
     last_applied: Option<LogIdOf<TypeConfig>>,
     membership: StoredMembershipOf<TypeConfig>,
-    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The metadata of the snapshot in `snapshot_path`; its bytes stay on disk until a peer
+    /// needs them.
+    snapshot: Arc<Mutex<Option<SnapshotMetaOf<TypeConfig>>>>,
     snapshot_path: PathBuf,
     listener: Arc<dyn ApplyListener>,
 }
@@ -119,19 +128,15 @@ impl ZnodeStateMachine {
     ) -> Result<(Self, Arc<SharedState>), SnapshotLoadError> {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let fail = |reason: String| SnapshotLoadError { path: snapshot_path.clone(), reason };
-        let (state, last_applied, membership, snapshot) = match fs::read(&snapshot_path) {
-            Ok(file) => {
-                let bytes = checked_body(&file).map_err(|e| fail(format!("corrupt: {e}")))?;
-                let stored: StoredSnapshot = postcard::from_bytes(bytes).map_err(|e| fail(format!("corrupt: {e}")))?;
+        let (state, last_applied, membership, snapshot) = match load(&snapshot_path) {
+            Ok(Some(stored)) => {
                 let body: SnapshotBody =
                     postcard::from_bytes(&stored.data).map_err(|e| fail(format!("corrupt: {e}")))?;
                 let state = ZnodeState::restore(&body.state, config.clone()).map_err(|e| fail(e.to_string()))?;
-                (state, body.last_applied, body.membership, Some(stored))
+                (state, body.last_applied, body.membership, Some(stored.meta))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                (ZnodeState::new(config.clone()), None, StoredMembershipOf::<TypeConfig>::default(), None)
-            }
-            Err(e) => return Err(fail(format!("cannot read: {e}"))),
+            Ok(None) => (ZnodeState::new(config.clone()), None, StoredMembershipOf::<TypeConfig>::default(), None),
+            Err(e) => return Err(fail(e)),
         };
         let zxid = last_applied.as_ref().map(|l| l.index as Zxid).unwrap_or(0);
         let shared = Arc::new(SharedState { state: RwLock::new(state), applied: watch::Sender::new(zxid) });
@@ -172,12 +177,28 @@ fn checked_body(file: &[u8]) -> Result<&[u8], String> {
     Ok(body)
 }
 
+/// The snapshot in the file at `path`, `None` if there is none; an error says what is wrong.
+fn load(path: &Path) -> Result<Option<StoredSnapshot>, String> {
+    let file = match fs::read(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let bytes = checked_body(&file).map_err(|e| format!("corrupt: {e}"))?;
+    postcard::from_bytes(bytes).map(Some).map_err(|e| format!("corrupt: {e}"))
+}
+
 /// Writes a snapshot file atomically (temp file, fsync, rename, fsync of the directory) and
 /// makes it current. The file is the format's magic, a SHA-1 of the body, and the body.
-fn save(path: &Path, current: &Mutex<Option<StoredSnapshot>>, snapshot: StoredSnapshot) -> io::Result<()> {
+fn save(
+    path: &Path,
+    current: &Mutex<Option<SnapshotMetaOf<TypeConfig>>>,
+    meta: &SnapshotMetaOf<TypeConfig>,
+    data: &[u8],
+) -> io::Result<()> {
     use sha1::Digest;
     let tmp = path.with_extension("tmp");
-    let bytes = postcard::to_stdvec(&snapshot).map_err(io::Error::other)?;
+    let bytes = postcard::to_stdvec(&StoredSnapshotRef { meta, data }).map_err(io::Error::other)?;
     {
         let mut file = fs::File::create(&tmp)?;
         io::Write::write_all(&mut file, SNAPSHOT_MAGIC)?;
@@ -189,7 +210,7 @@ fn save(path: &Path, current: &Mutex<Option<StoredSnapshot>>, snapshot: StoredSn
     if let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }
-    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(meta.clone());
     Ok(())
 }
 
@@ -246,7 +267,7 @@ impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         let body: SnapshotBody = postcard::from_bytes(&data).map_err(|e| invalid(e.to_string()))?;
         let state = ZnodeState::restore(&body.state, self.config.clone()).map_err(|e| invalid(e.to_string()))?;
-        save(&self.snapshot_path, &self.snapshot, StoredSnapshot { meta: meta.clone(), data })?;
+        save(&self.snapshot_path, &self.snapshot, meta, &data)?;
         *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = state;
         self.last_applied = body.last_applied;
         self.membership = body.membership;
@@ -256,15 +277,20 @@ impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>> {
-        let current = self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Ok(current.map(|s| SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
+        if self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Ok(None);
+        }
+        let path = self.snapshot_path.clone();
+        let stored = tokio::task::spawn_blocking(move || load(&path)).await.map_err(io::Error::other)?;
+        let stored = stored.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}")))?;
+        Ok(stored.map(|s| SnapshotOf::<TypeConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
     }
 }
 
 /// Serializes the copy of the state taken when the builder was made.
 pub struct ZnodeSnapshotBuilder {
     body: SnapshotBody,
-    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    snapshot: Arc<Mutex<Option<SnapshotMetaOf<TypeConfig>>>>,
     path: PathBuf,
 }
 
@@ -279,8 +305,10 @@ impl RaftSnapshotBuilder<TypeConfig> for ZnodeSnapshotBuilder {
         };
         let path = self.path.clone();
         let current = self.snapshot.clone();
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        tokio::task::spawn_blocking(move || save(&path, &current, stored)).await.map_err(io::Error::other)??;
+        let saved = meta.clone();
+        let data = tokio::task::spawn_blocking(move || save(&path, &current, &saved, &data).map(|()| data))
+            .await
+            .map_err(io::Error::other)??;
         Ok(SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data })
     }
 }
@@ -294,7 +322,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(SNAPSHOT_FILE);
         let meta = SnapshotMetaOf::<TypeConfig>::default();
-        save(&path, &Mutex::new(None), StoredSnapshot { meta, data: vec![1, 2, 3, 4] }).unwrap();
+        save(&path, &Mutex::new(None), &meta, &[1, 2, 3, 4]).unwrap();
         let file = fs::read(&path).unwrap();
         assert!(checked_body(&file).is_ok());
         for i in 0..file.len() {

@@ -222,3 +222,31 @@ async fn a_sessions_pipelined_writes_apply_in_send_order_through_any_replica() {
     }
     ensemble.shutdown().await;
 }
+
+/// Guarantee: a replica that was down while the others wrote a snapshot and purged the log
+/// behind it catches up from the snapshot (read back from the leader's disk) and the log after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let behind = (1..=3).find(|id| *id != leader).unwrap();
+    ensemble.stop(behind).await;
+    let writer = client(&ensemble.addr(leader).to_string()).await;
+    writer.create("/bulk", b"", &persistent()).await.unwrap();
+    // More than a snapshot's 5000 entries plus the 1000 kept behind it.
+    let names: Vec<String> = (0..7000).map(|i| format!("/bulk/n{i}")).collect();
+    for chunk in names.chunks(200) {
+        let creates: Vec<_> = chunk.iter().map(|name| writer.create(name, b"v", &persistent())).collect();
+        for created in futures::future::join_all(creates).await {
+            created.unwrap();
+        }
+    }
+    ensemble.restart(behind).await;
+    let reader = client(&ensemble.addr(behind).to_string()).await;
+    common::eventually("the restarted replica to hold every znode", || async {
+        reader.sync("/bulk").await.is_ok()
+            && matches!(reader.get_children("/bulk").await, Ok((children, _)) if children.len() == names.len())
+    })
+    .await;
+    ensemble.shutdown().await;
+}
