@@ -15,6 +15,10 @@
 //!   processing at-least-once.
 //! - [`local`]: the whole topology in one process ([`run_local`]); [`metrics`]: per-component
 //!   counts and latency histograms.
+//! - [`scheduler`]: the cluster's placement of tasks on worker slots ([`scheduler::schedule`]).
+//! - `transport`: tuples, acker messages and ack events between workers over TCP (batched
+//!   frames, one connection from each worker to each peer, reconnect, re-routing on a new
+//!   assignment).
 //!
 //! ```
 //! use squall_runtime::prelude::*;
@@ -53,6 +57,7 @@ pub mod grouping;
 pub mod local;
 pub mod metrics;
 pub mod registry;
+pub mod scheduler;
 pub mod spec;
 pub mod topology;
 pub mod tuple;
@@ -60,6 +65,7 @@ pub mod value;
 
 mod acker;
 mod executor;
+mod transport;
 
 pub use collector::{BoltOutput, Deferred, SpoutOutput};
 pub use component::{
