@@ -4,15 +4,25 @@
 //! component executes per second, after a warm-up; when the topology is fed by a `generator`
 //! spout it also times a plain single-threaded Rust loop doing the same split-and-count work on
 //! the same sentences, so the figure comes with a baseline measured in the same run.
+//!
+//! [`coordinator`] drives a ZooKeeper-protocol workload (create, set, get, a get/set mix, or a
+//! fenced multi) from many concurrent sessions against any ZooKeeper-compatible ensemble, so
+//! Squall's coordinator and Apache ZooKeeper are measured by the same client on the same
+//! requests; it reports throughput, latency percentiles and errors per kind of request.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use smol_str::SmolStr;
 use squall_operators::generator::{GeneratorConfig, SentenceGenerator};
 use squall_runtime::{LocalRun, RunOptions, Topology, TopologySpec};
+use zookeeper_client as zk;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -176,7 +186,7 @@ pub struct CoordinatorOptions {
     pub target: String,
     /// Concurrent sessions.
     pub clients: usize,
-    /// Operations in all.
+    /// Requests in all, spread evenly over the sessions.
     pub ops: usize,
     /// Requests each session keeps in flight.
     pub in_flight: usize,
@@ -184,136 +194,445 @@ pub struct CoordinatorOptions {
     pub mix: Mix,
     /// Bytes of data per write.
     pub value_size: usize,
-    /// Znodes the set/get mixes spread over.
+    /// Znodes the set, get, mixed and multi workloads spread over.
     pub znodes: usize,
+    /// Leaves the benchmark's znodes in place instead of deleting them at the end.
+    pub keep: bool,
 }
 
-/// The operations of a coordinator benchmark.
+/// The workloads of a coordinator benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mix {
-    /// Creates of new znodes.
+    /// A create of a new znode per request.
     Create,
-    /// setData on existing znodes.
+    /// A setData on one of the existing znodes.
     Set,
-    /// getData of existing znodes.
+    /// A getData of one of the existing znodes.
     Get,
-    /// 80% get, 20% set.
+    /// 80% getData, 20% setData (one request in five).
     Mixed,
+    /// A fenced write: a multi of check(the version of an epoch znode) and setData on one of the
+    /// existing znodes, as Kafka's controller wraps each of its writes in ZooKeeper mode.
+    Multi,
 }
 
-/// The result of [`coordinator`], as `--json` writes it.
+impl Mix {
+    /// The request a session sends as its `i`th.
+    fn request(self, i: usize) -> Request {
+        match self {
+            Mix::Create => Request::Create,
+            Mix::Set => Request::Set,
+            Mix::Get => Request::Get,
+            Mix::Mixed if i % 5 == 0 => Request::Set,
+            Mix::Mixed => Request::Get,
+            Mix::Multi => Request::Multi,
+        }
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        f.write_str(self.to_possible_value().expect("no mix is skipped").get_name())
+    }
+}
+
+/// One kind of request the benchmark sends, reported on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Request {
+    Create,
+    Set,
+    Get,
+    Multi,
+}
+
+impl Request {
+    fn name(self) -> &'static str {
+        match self {
+            Request::Create => "create",
+            Request::Set => "set",
+            Request::Get => "get",
+            Request::Multi => "multi",
+        }
+    }
+}
+
+/// Throughput and latency of one kind of request, or of all of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestReport {
+    /// Requests answered, errors included.
+    pub ops: u64,
+    /// Requests answered without error, per second of the whole run.
+    pub ops_per_sec: f64,
+    /// Median latency of the requests answered without error, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Requests answered with an error (or lost with their connection).
+    pub errors: u64,
+}
+
+/// The result of [`coordinator`], as `--json` writes it. The top-level `ops_per_sec`,
+/// `p50_us`, `p99_us`, `p999_us` and `errors` are over all requests (DESIGN §8); `by_op` breaks
+/// them down by kind of request.
 #[derive(Clone, Debug, Serialize)]
 pub struct CoordinatorReport {
     /// The mix run.
     pub mix: Mix,
     /// Sessions.
     pub clients: usize,
-    /// Operations completed (errors included).
-    pub ops: usize,
-    /// Operations per second.
-    pub ops_per_sec: f64,
-    /// Median latency, µs.
-    pub p50_us: u64,
-    /// 99th percentile, µs.
-    pub p99_us: u64,
-    /// 99.9th percentile, µs.
-    pub p999_us: u64,
-    /// Operations that failed.
-    pub errors: usize,
+    /// Requests each session kept in flight.
+    pub in_flight: usize,
+    /// Bytes of data per write.
+    pub value_size: usize,
+    /// The znode under which the benchmark made its znodes.
+    pub root: String,
+    /// Whether that tree was left in place (`--keep`); otherwise it was deleted.
+    pub kept: bool,
+    /// Why the tree could not be deleted, if it could not.
+    pub cleanup_error: Option<String>,
+    /// Seconds from the first request to the last answer.
+    pub elapsed_s: f64,
+    /// All requests: `ops, ops_per_sec, p50_us, p99_us, p999_us, errors` at the top level of
+    /// the JSON.
+    #[serde(flatten)]
+    pub total: RequestReport,
+    /// Failed requests by the client's name for the error (`NoNode`, `ConnectionLoss`, ...).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// The first failure, naming its request.
+    pub first_error: Option<String>,
+    /// The same figures per kind of request (`create`, `set`, `get`, `multi`).
+    pub by_op: BTreeMap<&'static str, RequestReport>,
 }
 
 impl std::fmt::Display for CoordinatorReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total = &self.total;
         writeln!(
             f,
-            "{:?} x {} clients: {:.0} ops/s, latency p50 {} µs, p99 {} µs, p99.9 {} µs, errors {}",
-            self.mix, self.clients, self.ops_per_sec, self.p50_us, self.p99_us, self.p999_us, self.errors
-        )
+            "{}: {} sessions x {} in flight, {} B values: {} requests in {:.2} s, {} errors",
+            self.mix, self.clients, self.in_flight, self.value_size, total.ops, self.elapsed_s, total.errors
+        )?;
+        writeln!(f, "{:<7} {:>10} {:>9} {:>9} {:>9} {:>8}", "op", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "errors")?;
+        let mut rows: Vec<(&str, &RequestReport)> = self.by_op.iter().map(|(op, r)| (*op, r)).collect();
+        if rows.len() > 1 {
+            rows.push(("total", total));
+        }
+        for (op, r) in rows {
+            let (rate, p50, p99, p999, errors) = (r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.errors);
+            writeln!(f, "{op:<7} {rate:>10.0} {p50:>9} {p99:>9} {p999:>9} {errors:>8}")?;
+        }
+        if total.errors > 0 {
+            let kinds: Vec<String> = self.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(f, "errors by kind: {}", kinds.join(", "))?;
+        }
+        if let Some(first) = &self.first_error {
+            writeln!(f, "first error: {first}")?;
+        }
+        if self.kept {
+            writeln!(f, "kept {} and its znodes (--keep)", self.root)?;
+        }
+        if let Some(error) = &self.cleanup_error {
+            writeln!(f, "could not delete {}: {error}", self.root)?;
+        }
+        Ok(())
     }
 }
 
 /// Runs a ZooKeeper-protocol workload against any ZooKeeper-compatible ensemble (Squall's or
-/// Apache ZooKeeper) and measures throughput and latency.
+/// Apache ZooKeeper) and measures throughput and latency per kind of request.
+///
+/// It opens `clients` sessions, makes `/squall-bench-<pid>` (and, except for `create`, the
+/// `znodes` znodes the requests go to), then has every session send its share of `ops`
+/// requests with up to `in_flight` of them unanswered at a time. A failed request is counted by
+/// the kind of its error and left out of the rates and latencies, so a broken server shows up
+/// as errors, not as speed. At the end the tree is deleted through new sessions (some of the
+/// measuring ones may have expired), unless `keep` is set; a failure to delete it goes into
+/// [`CoordinatorReport::cleanup_error`], so the measurement is not lost with it.
 pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<CoordinatorReport> {
-    use futures::StreamExt;
-    use zookeeper_client as zk;
     anyhow::ensure!(
         options.clients > 0 && options.ops > 0 && options.in_flight > 0,
         "clients, ops and in-flight must be positive"
     );
-    let root = format!("/squall-bench-{}", std::process::id());
-    let setup =
-        zk::Client::connect(&options.target).await.with_context(|| format!("cannot connect to {}", options.target))?;
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    let value = vec![b'x'; options.value_size];
-    setup.create(&root, b"", &persistent).await.with_context(|| format!("cannot create {root}"))?;
-    if options.mix != Mix::Create {
-        for i in 0..options.znodes {
-            setup.create(&format!("{root}/n{i}"), &value, &persistent).await.context("cannot create the znodes")?;
-        }
-    }
-    let per_client = options.ops.div_ceil(options.clients);
+    anyhow::ensure!(options.mix == Mix::Create || options.znodes > 0, "the {} mix needs --znodes > 0", options.mix);
+    let sessions = open_sessions(options).await?;
+    let workload = Arc::new(Workload {
+        root: format!("/squall-bench-{}", std::process::id()),
+        value: vec![b'x'; options.value_size],
+        znodes: options.znodes,
+        mix: options.mix,
+        in_flight: options.in_flight,
+    });
+    workload.set_up(&sessions).await?;
+
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..options.clients {
-        let client = zk::Client::connect(&options.target).await.context("cannot connect a benchmark session")?;
-        let (root, value, options) = (root.clone(), value.clone(), options.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies =
-                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut errors = 0usize;
-            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-            let mut pending = futures::stream::FuturesUnordered::new();
-            let mut next = 0usize;
-            let mut done = 0usize;
-            while done < per_client {
-                while next < per_client && pending.len() < options.in_flight {
-                    let i = next;
-                    next += 1;
-                    let key = format!("{root}/n{}", (c * 7919 + i * 104_729) % options.znodes.max(1));
-                    let op = match options.mix {
-                        Mix::Mixed if i % 5 == 0 => Mix::Set,
-                        Mix::Mixed => Mix::Get,
-                        m => m,
-                    };
-                    let (client, value, persistent, root) = (&client, &value, &persistent, &root);
-                    let sent = Instant::now();
-                    pending.push(async move {
-                        let ok = match op {
-                            Mix::Create => client.create(&format!("{root}/c{c}-{i}"), value, persistent).await.is_ok(),
-                            Mix::Set => client.set_data(&key, value, None).await.is_ok(),
-                            _ => client.get_data(&key).await.is_ok(),
-                        };
-                        (ok, sent.elapsed())
-                    });
-                }
-                if let Some((ok, took)) = pending.next().await {
-                    done += 1;
-                    let _ = latencies.record(took.as_micros().max(1) as u64);
-                    errors += usize::from(!ok);
-                }
-            }
-            (latencies, errors)
-        }));
+    let mut running = Vec::new();
+    for (s, client) in sessions.iter().enumerate() {
+        let (client, workload) = (client.clone(), workload.clone());
+        let count = share(options.ops, options.clients, s);
+        running.push(tokio::spawn(async move { workload.run_session(&client, s, count).await }));
     }
-    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut errors = 0;
-    for task in tasks {
-        let (h, e) = task.await.context("a benchmark session failed")?;
-        latencies.add(&h).ok();
-        errors += e;
+    let mut tally = Tally::default();
+    for session in running {
+        tally.merge(session.await.context("a benchmark session panicked")?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let ops = latencies.len() as usize;
-    Ok(CoordinatorReport {
-        mix: options.mix,
-        clients: options.clients,
-        ops,
-        ops_per_sec: ops as f64 / elapsed,
-        p50_us: latencies.value_at_quantile(0.5),
-        p99_us: latencies.value_at_quantile(0.99),
-        p999_us: latencies.value_at_quantile(0.999),
-        errors,
-    })
+    let mut report = tally.report(options, &workload.root, elapsed);
+
+    if !options.keep {
+        // New sessions: some of those that measured may have expired.
+        drop(sessions);
+        let cleaned = match open_sessions(options).await {
+            Ok(sessions) => workload.tear_down(&sessions, options.ops).await,
+            Err(e) => Err(e),
+        };
+        report.cleanup_error = cleaned.err().map(|e| format!("{e:#}"));
+    }
+    Ok(report)
+}
+
+/// Opens `options.clients` sessions to the target.
+async fn open_sessions(options: &CoordinatorOptions) -> anyhow::Result<Vec<zk::Client>> {
+    let connecting = (0..options.clients).map(|s| async move {
+        zk::Client::connect(&options.target)
+            .await
+            .with_context(|| format!("cannot open session {} of {} to {}", s + 1, options.clients, options.target))
+    });
+    futures::future::try_join_all(connecting).await
+}
+
+/// Requests of session `s` when `ops` are spread over `clients` sessions.
+fn share(ops: usize, clients: usize, s: usize) -> usize {
+    ops / clients + usize::from(s < ops % clients)
+}
+
+/// The znodes a benchmark works on and the requests it sends, shared by its sessions.
+struct Workload {
+    root: String,
+    value: Vec<u8>,
+    znodes: usize,
+    mix: Mix,
+    in_flight: usize,
+}
+
+impl Workload {
+    /// The znode session `s` creates with its `i`th request (mix `create`).
+    fn created(&self, s: usize, i: usize) -> String {
+        format!("{}/c{s}-{i}", self.root)
+    }
+
+    /// The `k`th of the znodes that set, get and multi requests go to.
+    fn znode(&self, k: usize) -> String {
+        format!("{}/n{k}", self.root)
+    }
+
+    /// The znode whose version every multi checks; it is never written, so the check passes.
+    fn epoch(&self) -> String {
+        format!("{}/epoch", self.root)
+    }
+
+    /// Makes the root and, for the mixes that need them, the epoch and the znodes, with the
+    /// requests spread over every session.
+    async fn set_up(&self, sessions: &[zk::Client]) -> anyhow::Result<()> {
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        sessions[0]
+            .create(&self.root, b"", &persistent)
+            .await
+            .with_context(|| format!("cannot create {}", self.root))?;
+        if self.mix == Mix::Create {
+            return Ok(());
+        }
+        sessions[0]
+            .create(&self.epoch(), b"", &persistent)
+            .await
+            .with_context(|| format!("cannot create {}", self.epoch()))?;
+        let persistent = &persistent;
+        let create = |k: usize| async move {
+            let path = self.znode(k);
+            let created = sessions[k % sessions.len()].create(&path, &self.value, persistent).await;
+            created.map(drop).with_context(|| format!("cannot create {path}"))
+        };
+        pipelined(self.znodes, self.in_flight * sessions.len(), create).await
+    }
+
+    /// Deletes everything [`Workload::set_up`] and the sessions' `ops` requests made.
+    async fn tear_down(&self, sessions: &[zk::Client], ops: usize) -> anyhow::Result<()> {
+        let in_flight = self.in_flight * sessions.len();
+        if self.mix == Mix::Create {
+            let created: Vec<(usize, usize)> =
+                (0..sessions.len()).flat_map(|s| (0..share(ops, sessions.len(), s)).map(move |i| (s, i))).collect();
+            let delete = |n: usize| {
+                let (s, i) = created[n];
+                delete_if_there(&sessions[s], self.created(s, i))
+            };
+            pipelined(created.len(), in_flight, delete).await?;
+        } else {
+            let delete = |k: usize| delete_if_there(&sessions[k % sessions.len()], self.znode(k));
+            pipelined(self.znodes, in_flight, delete).await?;
+            delete_if_there(&sessions[0], self.epoch()).await?;
+        }
+        delete_if_there(&sessions[0], self.root.clone()).await
+    }
+
+    /// Sends session `s`'s `count` requests, `in_flight` at a time, and tallies the answers.
+    async fn run_session(&self, client: &zk::Client, s: usize, count: usize) -> Tally {
+        let mut tally = Tally::default();
+        let mut pending = FuturesUnordered::new();
+        let mut next = 0;
+        while next < count || !pending.is_empty() {
+            while next < count && pending.len() < self.in_flight {
+                let (i, request) = (next, self.mix.request(next));
+                next += 1;
+                let sent = Instant::now();
+                pending.push(async move { (request, self.send(client, request, s, i).await, sent.elapsed()) });
+            }
+            if let Some((request, answer, took)) = pending.next().await {
+                tally.record(request, answer, took);
+            }
+        }
+        tally
+    }
+
+    /// Sends session `s`'s `i`th request.
+    async fn send(&self, client: &zk::Client, request: Request, s: usize, i: usize) -> Result<(), Failure> {
+        // Spread over the znodes, a different sequence per session.
+        let path = match request {
+            Request::Create => self.created(s, i),
+            _ => self.znode((s * 7919 + i * 104_729) % self.znodes),
+        };
+        let failed = |e: zk::Error| Failure::new(request, &path, &e, &e);
+        match request {
+            Request::Create => {
+                let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                client.create(&path, &self.value, &persistent).await.map(drop).map_err(failed)
+            }
+            Request::Set => client.set_data(&path, &self.value, None).await.map(drop).map_err(failed),
+            Request::Get => client.get_data(&path).await.map(drop).map_err(failed),
+            Request::Multi => {
+                let mut writer = client.new_multi_writer();
+                writer.add_check_version(&self.epoch(), 0).map_err(failed)?;
+                writer.add_set_data(&path, &self.value, None).map_err(failed)?;
+                writer
+                    .commit()
+                    .await
+                    .map(drop)
+                    .map_err(|e| Failure::new(request, &path, &e, &zk::Error::from(e.clone())))
+            }
+        }
+    }
+}
+
+/// Runs `count` requests made by `request(0..count)`, `in_flight` at a time; stops at the
+/// first that fails.
+async fn pipelined<F, R>(count: usize, in_flight: usize, request: F) -> anyhow::Result<()>
+where
+    F: FnMut(usize) -> R,
+    R: std::future::Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(0..count).map(request).buffer_unordered(in_flight).try_collect().await
+}
+
+/// Deletes `path`; one that is not there (a create that failed) is not an error.
+async fn delete_if_there(client: &zk::Client, path: String) -> anyhow::Result<()> {
+    match client.delete(&path, None).await {
+        Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {path}")),
+    }
+}
+
+/// A request that failed: the client's name for the error and a message naming the request.
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(request: Request, path: &str, shown: &dyn std::fmt::Display, error: &zk::Error) -> Failure {
+        // The variant's name, with the message of those that carry one (`Custom`, ...).
+        let debug = format!("{error:?}");
+        let kind = match debug.split_once('(') {
+            Some((name, _)) => format!("{name}: {error}"),
+            None => debug,
+        };
+        Failure { kind, message: format!("{} {path}: {shown}", request.name()) }
+    }
+}
+
+/// What sessions measured: latencies and errors per kind of request.
+#[derive(Default)]
+struct Tally {
+    by_request: BTreeMap<Request, (Histogram<u64>, u64)>,
+    errors_by_kind: BTreeMap<String, u64>,
+    first_error: Option<(Instant, String)>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("1 µs to 60 s at 3 significant digits are valid bounds")
+}
+
+impl Tally {
+    fn record(&mut self, request: Request, answer: Result<(), Failure>, took: Duration) {
+        let (latencies, errors) = self.by_request.entry(request).or_insert_with(|| (latency_histogram(), 0));
+        match answer {
+            Ok(()) => latencies.saturating_record(took.as_micros().max(1) as u64),
+            Err(failure) => {
+                *errors += 1;
+                *self.errors_by_kind.entry(failure.kind).or_default() += 1;
+                self.first_error.get_or_insert((Instant::now(), failure.message));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (request, (latencies, errors)) in other.by_request {
+            let mine = self.by_request.entry(request).or_insert_with(|| (latency_histogram(), 0));
+            mine.0.add(&latencies).expect("histograms with the same bounds add up");
+            mine.1 += errors;
+        }
+        for (kind, n) in other.errors_by_kind {
+            *self.errors_by_kind.entry(kind).or_default() += n;
+        }
+        if let Some(theirs) = other.first_error {
+            if self.first_error.as_ref().is_none_or(|mine| theirs.0 < mine.0) {
+                self.first_error = Some(theirs);
+            }
+        }
+    }
+
+    fn report(self, options: &CoordinatorOptions, root: &str, elapsed: f64) -> CoordinatorReport {
+        let summary = |latencies: &Histogram<u64>, errors: u64| RequestReport {
+            ops: latencies.len() + errors,
+            ops_per_sec: latencies.len() as f64 / elapsed,
+            p50_us: latencies.value_at_quantile(0.5),
+            p99_us: latencies.value_at_quantile(0.99),
+            p999_us: latencies.value_at_quantile(0.999),
+            errors,
+        };
+        let mut all = latency_histogram();
+        for (latencies, _) in self.by_request.values() {
+            all.add(latencies).expect("histograms with the same bounds add up");
+        }
+        let total = summary(&all, self.by_request.values().map(|(_, errors)| errors).sum());
+        CoordinatorReport {
+            mix: options.mix,
+            clients: options.clients,
+            in_flight: options.in_flight,
+            value_size: options.value_size,
+            root: root.to_string(),
+            kept: options.keep,
+            cleanup_error: None,
+            elapsed_s: elapsed,
+            total,
+            errors_by_kind: self.errors_by_kind,
+            first_error: self.first_error.map(|(_, message)| message),
+            by_op: self
+                .by_request
+                .iter()
+                .map(|(r, (latencies, errors))| (r.name(), summary(latencies, *errors)))
+                .collect(),
+        }
+    }
 }

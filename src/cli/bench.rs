@@ -15,7 +15,8 @@ pub(crate) enum BenchCommand {
     /// for a generator-fed topology, a plain single-threaded loop as the baseline.
     Throughput(ThroughputArgs),
     /// Throughput and latency of a ZooKeeper-protocol workload against any ensemble (Squall's
-    /// or Apache ZooKeeper).
+    /// or Apache ZooKeeper), per kind of request. Failed requests are counted by kind and make
+    /// the command exit non-zero.
     Coordinator(CoordinatorArgs),
 }
 
@@ -27,22 +28,26 @@ pub(crate) struct CoordinatorArgs {
     /// Concurrent sessions.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Operations in all.
+    /// Requests in all, spread evenly over the sessions.
     #[arg(long, default_value_t = 100_000)]
     ops: usize,
     /// Requests each session keeps in flight.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
-    /// The operation mix.
+    /// The requests to send; each kind is reported on its own, and in total.
     #[arg(long, value_enum, default_value = "mixed")]
     mix: crate::bench::Mix,
     /// Bytes of data per write.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Znodes the set, get and mixed workloads spread over.
+    /// Znodes the set, get, mixed and multi workloads spread over (made before the clock starts).
     #[arg(long, default_value_t = 1000)]
     znodes: usize,
-    /// Also writes the result as one JSON object to this file.
+    /// Leaves /squall-bench-PID and the znodes under it in place instead of deleting them.
+    #[arg(long)]
+    keep: bool,
+    /// Also writes the result as one JSON object to this file (written even when requests
+    /// failed).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -110,6 +115,7 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         mix: args.mix,
         value_size: args.value_size,
         znodes: args.znodes,
+        keep: args.keep,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(crate::bench::coordinator(&options))?;
@@ -117,6 +123,17 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // Figures with failed requests in them are not a measurement of the server.
+    anyhow::ensure!(
+        report.total.errors == 0,
+        "{} of {} requests failed; the first: {}",
+        report.total.errors,
+        report.total.ops,
+        report.first_error.as_deref().unwrap_or("?")
+    );
+    if let Some(error) = &report.cleanup_error {
+        anyhow::bail!("could not delete {}: {error}", report.root);
     }
     Ok(())
 }
