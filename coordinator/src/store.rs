@@ -9,6 +9,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
@@ -48,6 +49,11 @@ pub trait ApplyListener: Send + Sync + 'static {
 /// The replicated state as the rest of the replica sees it.
 pub struct SharedState {
     state: RwLock<ZnodeState>,
+    /// The zxid of the last command applied, set under the state's write lock: whoever read
+    /// the state and then this sees at least the zxid of what it read.
+    last: AtomicU64,
+    /// The same, told to waiters once per batch of applied entries (not once per entry: a
+    /// follower may have hundreds of forwarded writes waiting, and each would wake each time).
     applied: watch::Sender<Zxid>,
 }
 
@@ -59,11 +65,14 @@ impl SharedState {
 
     /// The zxid of the last applied command.
     pub fn last_zxid(&self) -> Zxid {
-        *self.applied.borrow()
+        self.last.load(Ordering::Acquire) as Zxid
     }
 
     /// Waits until the command `zxid` has been applied here.
     pub async fn wait_applied(&self, zxid: Zxid) {
+        if self.last_zxid() >= zxid {
+            return;
+        }
         let mut rx = self.applied.subscribe();
         // The sender lives as long as `self`, so this cannot fail while we hold `&self`.
         let _ = rx.wait_for(|applied| *applied >= zxid).await;
@@ -139,7 +148,11 @@ impl ZnodeStateMachine {
             Err(e) => return Err(fail(e)),
         };
         let zxid = last_applied.as_ref().map(|l| l.index as Zxid).unwrap_or(0);
-        let shared = Arc::new(SharedState { state: RwLock::new(state), applied: watch::Sender::new(zxid) });
+        let shared = Arc::new(SharedState {
+            state: RwLock::new(state),
+            last: AtomicU64::new(zxid as u64),
+            applied: watch::Sender::new(zxid),
+        });
         let machine = ZnodeStateMachine {
             shared: shared.clone(),
             config,
@@ -214,6 +227,46 @@ fn save(
     Ok(())
 }
 
+impl ZnodeStateMachine {
+    /// Applies `entries` in order, answering each one's responder; `applied` is the zxid of
+    /// the last one applied, set even when a later one fails.
+    async fn apply_each<S>(&mut self, entries: &mut S, applied: &mut Option<Zxid>) -> io::Result<()>
+    where
+        S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let zxid = entry.log_id.index as Zxid;
+            self.last_applied = Some(entry.log_id);
+            *applied = Some(zxid);
+            let result = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(command) => {
+                    let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                    let (result, events) = state.apply(zxid, &command);
+                    // Under the write lock: no read can see the change before its watch events
+                    // are queued on the watchers' connections, or before `last_zxid` covers it.
+                    self.listener.applied(zxid, &command, &result, events);
+                    self.shared.last.store(zxid as u64, Ordering::Release);
+                    drop(state);
+                    Some(result)
+                }
+            };
+            if result.is_none() {
+                self.shared.last.store(zxid as u64, Ordering::Release);
+            }
+            if let Some(responder) = responder {
+                responder.send(result.unwrap_or(CommandResult::SessionClosed));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
     type SnapshotData = Vec<u8>;
     type SnapshotBuilder = ZnodeSnapshotBuilder;
@@ -226,32 +279,12 @@ impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
     where
         S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            let zxid = entry.log_id.index as Zxid;
-            self.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Membership(membership) => {
-                    self.membership = StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
-                    None
-                }
-                EntryPayload::Normal(command) => {
-                    let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-                    let (result, events) = state.apply(zxid, &command);
-                    // Under the write lock: no read can see the change before its watch events
-                    // are queued on the watchers' connections.
-                    self.listener.applied(zxid, &command, &result, events);
-                    drop(state);
-                    Some(result)
-                }
-            };
+        let mut applied = None;
+        let result = self.apply_each(&mut entries, &mut applied).await;
+        if let Some(zxid) = applied {
             self.shared.applied.send_replace(zxid);
-            if let Some(responder) = responder {
-                responder.send(result.unwrap_or(CommandResult::SessionClosed));
-            }
         }
-        Ok(())
+        result
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -268,10 +301,14 @@ impl RaftStateMachine<TypeConfig> for ZnodeStateMachine {
         let body: SnapshotBody = postcard::from_bytes(&data).map_err(|e| invalid(e.to_string()))?;
         let state = ZnodeState::restore(&body.state, self.config.clone()).map_err(|e| invalid(e.to_string()))?;
         save(&self.snapshot_path, &self.snapshot, meta, &data)?;
-        *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = state;
         self.last_applied = body.last_applied;
         self.membership = body.membership;
         let zxid = self.last_applied.as_ref().map(|l| l.index as Zxid).unwrap_or(0);
+        {
+            let mut current = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            *current = state;
+            self.shared.last.store(zxid as u64, Ordering::Release);
+        }
         self.shared.applied.send_replace(zxid);
         Ok(())
     }

@@ -137,8 +137,9 @@ pub(super) async fn handle(
         Request::SetWatches(w) => set_watches(replica, session, xid, w.into()),
         Request::SetWatches2(w) => set_watches(replica, session, xid, w),
         request => {
-            let zxid = replica.state.last_zxid();
-            reply(xid, zxid, read(replica, session, ids, request))
+            // The zxid after the read: at least that of the state the read saw.
+            let result = read(replica, session, ids, request);
+            reply(xid, replica.state.last_zxid(), result)
         }
     }
 }
