@@ -1,0 +1,51 @@
+//! Where the cluster keeps its state in the znode store (DESIGN §4; `docs/znodes.md`).
+
+/// The root of everything Squall writes.
+pub const ROOT: &str = "/squall";
+/// One ephemeral znode per live node.
+pub const NODES: &str = "/squall/nodes";
+/// Master election: candidates and the epoch.
+pub const MASTER: &str = "/squall/master";
+/// Ephemeral-sequential candidates for master, `c-0000000000`, ...
+pub const CANDIDATES: &str = "/squall/master/candidates";
+/// The master epoch: its version is the epoch, bumped by each new master and checked by every
+/// write a master makes (the fencing token).
+pub const EPOCH: &str = "/squall/master/epoch";
+/// One persistent znode per deployed topology.
+pub const TOPOLOGIES: &str = "/squall/topologies";
+/// One persistent znode per scheduled topology: task → node/slot.
+pub const ASSIGNMENTS: &str = "/squall/assignments";
+/// Worker liveness, per topology.
+pub const WORKERS: &str = "/squall/workers";
+/// Committed Kafka offsets.
+pub const OFFSETS: &str = "/squall/offsets";
+/// Recent errors per topology and component.
+pub const ERRORS: &str = "/squall/errors";
+
+/// The persistent znodes every cluster has, parents first.
+pub const SKELETON: &[&str] = &[ROOT, NODES, MASTER, CANDIDATES, TOPOLOGIES, ASSIGNMENTS, WORKERS, OFFSETS, ERRORS];
+
+/// `/squall/nodes/<node>`.
+pub fn node(node: &str) -> String {
+    format!("{NODES}/{node}")
+}
+
+/// `/squall/topologies/<name>`.
+pub fn topology(name: &str) -> String {
+    format!("{TOPOLOGIES}/{name}")
+}
+
+/// `/squall/assignments/<name>`.
+pub fn assignment(name: &str) -> String {
+    format!("{ASSIGNMENTS}/{name}")
+}
+
+/// `/squall/workers/<topology>`.
+pub fn workers(topology: &str) -> String {
+    format!("{WORKERS}/{topology}")
+}
+
+/// `/squall/workers/<topology>/<node>-<slot>`.
+pub fn worker(topology: &str, node: &str, slot: u32) -> String {
+    format!("{WORKERS}/{topology}/{node}-{slot}")
+}

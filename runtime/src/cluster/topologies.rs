@@ -1,0 +1,120 @@
+//! Deployed topologies: `/squall/topologies/<name>` holds the topology file as given and its
+//! status. `deploy` refuses, writing nothing, a file that does not build, a name already
+//! deployed, and a component kind no live node knows.
+
+use serde::{Deserialize, Serialize};
+use zookeeper_client as zk;
+
+use super::{membership, paths};
+use crate::registry::Registry;
+use crate::spec::TopologySpec;
+
+/// Whether a deployed topology's spouts run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Spouts emit.
+    Active,
+    /// Spouts are paused; bolts drain.
+    Inactive,
+    /// Being torn down.
+    Killed,
+}
+
+/// The content of `/squall/topologies/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyRecord {
+    /// The name it is deployed under (the file's own, or `--name`).
+    pub name: String,
+    /// The topology file (YAML) as deployed.
+    pub spec: String,
+    /// Its status.
+    pub status: Status,
+}
+
+impl TopologyRecord {
+    /// The spec, parsed again, under its deployed name.
+    pub fn parse(&self) -> Result<TopologySpec, String> {
+        let mut spec = TopologySpec::parse(&self.spec, &paths::topology(&self.name)).map_err(|e| e.to_string())?;
+        spec.name = self.name.clone();
+        Ok(spec)
+    }
+}
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The topology file is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("a topology named '{0}' is already deployed (kill it first, or deploy under another --name)")]
+    Duplicate(String),
+    /// No live node runs this kind.
+    #[error(
+        "no live node knows component kind '{kind}' (component '{component}'): start a node whose binary registers it"
+    )]
+    UnknownKind {
+        /// The kind.
+        kind: String,
+        /// The component asking for it.
+        component: String,
+    },
+    /// The store failed.
+    #[error("coordinator: {0}")]
+    Store(#[from] zk::Error),
+}
+
+/// Deploys the topology file `yaml` (from `origin`, for messages), renamed `name` if given;
+/// returns the deployed name. Nothing is written unless every check passes.
+pub async fn deploy(
+    client: &zk::Client,
+    registry: &Registry,
+    yaml: &str,
+    origin: &str,
+    name: Option<&str>,
+) -> Result<String, DeployError> {
+    let mut spec = TopologySpec::parse(yaml, origin).map_err(|e| DeployError::Invalid(e.to_string()))?;
+    if let Some(name) = name {
+        spec.name = name.to_string();
+    }
+    registry.build(&spec, origin).map_err(|e| DeployError::Invalid(e.to_string()))?;
+    let nodes = membership::live_nodes(client).await?;
+    let components = spec.spouts.iter().map(|c| (&c.id, &c.kind)).chain(spec.bolts.iter().map(|c| (&c.id, &c.kind)));
+    for (component, kind) in components {
+        if !nodes.iter().any(|n| n.kinds.iter().any(|k| k == kind)) {
+            return Err(DeployError::UnknownKind { kind: kind.clone(), component: component.clone() });
+        }
+    }
+    let record = TopologyRecord { name: spec.name.clone(), spec: yaml.to_string(), status: Status::Active };
+    super::ensure_skeleton(client).await?;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let data = serde_json::to_vec(&record).expect("plain data serializes");
+    match client.create(&paths::topology(&spec.name), &data, &persistent).await {
+        Ok(_) => Ok(spec.name),
+        Err(zk::Error::NodeExists) => Err(DeployError::Duplicate(spec.name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The deployed topologies, by name, with their records (unreadable ones skipped).
+pub async fn list(client: &zk::Client) -> Result<Vec<(String, TopologyRecord)>, zk::Error> {
+    let mut names = match client.list_children(paths::TOPOLOGIES).await {
+        Ok(names) => names,
+        Err(zk::Error::NoNode) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    names.sort();
+    let mut topologies = Vec::new();
+    for name in names {
+        match client.get_data(&paths::topology(&name)).await {
+            Ok((data, _)) => match serde_json::from_slice::<TopologyRecord>(&data) {
+                Ok(record) => topologies.push((name, record)),
+                Err(e) => tracing::warn!("{}: not a topology record: {e}", paths::topology(&name)),
+            },
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(topologies)
+}

@@ -1,0 +1,146 @@
+//! Membership, deploy and the master's scheduling rounds against a real coordinator (a
+//! one-replica Squall store on loopback) through a real ZooKeeper client.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use squall_coordinator::replica::{Replica, ReplicaConfig};
+use squall_runtime::cluster::master::{MasterError, schedule_round};
+use squall_runtime::cluster::{Candidate, DeployError, Fence, NodeInfo, membership, paths, topologies};
+use squall_runtime::component::{BoltFactory, BoxError, InputStream, SpoutFactory, StreamDecl, TaskContext};
+use squall_runtime::scheduler::Assignment;
+use squall_runtime::{Bolt, BoltOutput, Registry, Spout, SpoutOutput, Tuple};
+use zookeeper_client as zk;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct Idle {}
+
+struct Done;
+impl Spout for Done {
+    fn next_tuple(&mut self, _: &mut SpoutOutput<'_>) {}
+}
+
+struct Sink;
+impl Bolt for Sink {
+    fn execute(&mut self, _: &Tuple, _: &mut BoltOutput<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl SpoutFactory for Idle {
+    fn declare(&self) -> Vec<StreamDecl> {
+        vec![StreamDecl::default_stream(["x"])]
+    }
+    fn create(&self, _: &TaskContext) -> Result<Box<dyn Spout>, BoxError> {
+        Ok(Box::new(Done))
+    }
+}
+
+impl BoltFactory for Idle {
+    fn declare(&self, _: &[InputStream]) -> Result<Vec<StreamDecl>, BoxError> {
+        Ok(vec![StreamDecl::default_stream(["x"])])
+    }
+    fn create(&self, _: &TaskContext) -> Result<Box<dyn Bolt>, BoxError> {
+        Ok(Box::new(Sink))
+    }
+}
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.spout::<Idle>("idle").bolt::<Idle>("sink").bolt::<Idle>("rare");
+    registry
+}
+
+const TOPOLOGY: &str = "name: demo\nworkers: 2\nspouts:\n  - { id: s, kind: idle, parallelism: 2 }\n\
+                        bolts:\n  - { id: b, kind: sink, parallelism: 4, inputs: [ { from: s } ] }\n";
+
+async fn client(replica: &Replica) -> zk::Client {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(2))
+        .connect(&replica.client_addr().to_string())
+        .await
+        .unwrap()
+}
+
+fn node(id: &str, kinds: &[&str]) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        host: "127.0.0.1".into(),
+        slots: 2,
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        version: "test".into(),
+    }
+}
+
+async fn assignment(client: &zk::Client, name: &str) -> Assignment {
+    Assignment::from_json(&client.get_data(&paths::assignment(name)).await.unwrap().0).unwrap()
+}
+
+/// Guarantee: deploy refuses, writing nothing, an invalid file, a kind no live node knows and
+/// a duplicate name; the master schedules a deployed topology over the live nodes, moves only
+/// the lost node's tasks when a node's session ends, and a deposed master's round is fenced out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_is_checked_and_the_master_schedules_and_reschedules_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::start(ReplicaConfig::standalone(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+    assert!(replica.wait_ready(DEADLINE).await);
+    let (admin, node_a, node_b) = (client(&replica).await, client(&replica).await, client(&replica).await);
+    membership::register(&node_a, &node("a", &["idle", "sink"])).await.unwrap();
+    membership::register(&node_b, &node("b", &["idle", "sink"])).await.unwrap();
+    assert_eq!(membership::live_nodes(&admin).await.unwrap().len(), 2);
+
+    let registry = registry();
+    let invalid = topologies::deploy(&admin, &registry, "name: x\nbolts: []\n", "x.yaml", None).await.unwrap_err();
+    assert!(matches!(invalid, DeployError::Invalid(_)), "{invalid}");
+    let rare = TOPOLOGY.replace("kind: sink", "kind: rare");
+    let unknown = topologies::deploy(&admin, &registry, &rare, "rare.yaml", None).await.unwrap_err();
+    assert!(unknown.to_string().contains("no live node knows component kind 'rare' (component 'b')"), "{unknown}");
+    assert!(topologies::list(&admin).await.unwrap().is_empty(), "a refused deploy wrote something");
+    assert_eq!(topologies::deploy(&admin, &registry, TOPOLOGY, "demo.yaml", None).await.unwrap(), "demo");
+    let duplicate = topologies::deploy(&admin, &registry, TOPOLOGY, "demo.yaml", None).await.unwrap_err();
+    assert!(matches!(duplicate, DeployError::Duplicate(ref n) if n == "demo"), "{duplicate}");
+
+    let master = client(&replica).await;
+    let candidate = Candidate::join(&master, "a").await.unwrap();
+    let fence = Fence { epoch: tokio::time::timeout(DEADLINE, candidate.lead()).await.unwrap().unwrap().epoch };
+    let round = schedule_round(&master, fence).await.unwrap();
+    assert_eq!(round.written, vec!["demo".to_string()]);
+    let first = assignment(&admin, "demo").await;
+    let nodes: Vec<&str> = first.workers().iter().map(|w| w.node.as_str()).collect();
+    assert_eq!(nodes, vec!["a", "b"], "two workers, one on each node");
+    // Nothing changed: nothing written.
+    assert!(schedule_round(&master, fence).await.unwrap().written.is_empty());
+
+    // Node b's session ends: its tasks, and only those, move to a.
+    drop(node_b);
+    let mut moved = None;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while moved.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "node b's znode never went away");
+        if membership::live_nodes(&admin).await.unwrap().len() == 1 {
+            assert_eq!(schedule_round(&master, fence).await.unwrap().written, vec!["demo".to_string()]);
+            moved = Some(assignment(&admin, "demo").await);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let second = moved.unwrap();
+    assert!(second.workers().iter().all(|w| w.node == "a"));
+    let on_b: Vec<u32> = first.workers().iter().filter(|w| w.node == "b").flat_map(|w| w.tasks.iter()).collect();
+    let mut relocated = second.moved_since(&first);
+    relocated.sort();
+    assert_eq!(relocated, on_b, "only the lost node's tasks move");
+
+    // A newer master takes over: the old one's next round (which has a new topology to
+    // schedule) is refused, and nothing is written.
+    admin.set_data(paths::EPOCH, b"someone else", None).await.unwrap();
+    membership::register(&admin, &node("c", &["idle", "sink"])).await.unwrap();
+    topologies::deploy(&admin, &registry, TOPOLOGY, "demo.yaml", Some("demo2")).await.unwrap();
+    let refused = schedule_round(&master, fence).await.unwrap_err();
+    assert!(matches!(refused, MasterError::FencedOut(_)), "{refused}");
+    assert_eq!(admin.check_stat(&paths::assignment("demo2")).await.unwrap(), None);
+    assert_eq!(assignment(&admin, "demo").await, second);
+    replica.shutdown().await;
+}
