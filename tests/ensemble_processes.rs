@@ -69,11 +69,18 @@ struct Ensemble {
     dir: Option<tempfile::TempDir>,
     nodes: BTreeMap<u64, NodeSpec>,
     running: BTreeMap<u64, Child>,
+    /// Arguments every node gets besides its identity.
+    extra: Vec<String>,
 }
 
 impl Ensemble {
     /// Starts replicas 1 to 3.
     fn start() -> Ensemble {
+        Ensemble::start_with(&[])
+    }
+
+    /// Starts replicas 1 to 3, each also given `extra` arguments.
+    fn start_with(extra: &[&str]) -> Ensemble {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=3u64)
             .map(|id| {
@@ -86,7 +93,8 @@ impl Ensemble {
                 (id, spec)
             })
             .collect();
-        let mut ensemble = Ensemble { dir: Some(dir), nodes, running: BTreeMap::new() };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut ensemble = Ensemble { dir: Some(dir), nodes, running: BTreeMap::new(), extra };
         for id in 1..=3 {
             ensemble.spawn(id);
         }
@@ -107,6 +115,7 @@ impl Ensemble {
         for (peer, peer_spec) in &self.nodes {
             command.args(["--peer", &format!("{peer}={}", peer_spec.raft)]);
         }
+        command.args(&self.extra);
         let child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -523,4 +532,74 @@ async fn connect_to_a_follower(ensemble: &Ensemble, leader: u64) -> (zk::Client,
         }
     }
     panic!("30 clients of every replica, none of them on a follower");
+}
+
+/// The nodes whose slots run a worker of `topology`'s assignment, and its task count; `None`
+/// while it has none.
+async fn placement(client: &zk::Client, topology: &str) -> Option<(BTreeSet<String>, u64)> {
+    let (data, _) = client.get_data(&format!("/squall/assignments/{topology}")).await.ok()?;
+    let assignment: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    let nodes = assignment["workers"].as_array()?.iter().map(|w| w["node"].as_str().unwrap().to_string()).collect();
+    let tasks = assignment["layout"].as_array()?.iter().map(|c| c["parallelism"].as_u64().unwrap()).sum::<u64>();
+    Some((nodes, tasks))
+}
+
+/// Runs `squall ARGS...` to completion.
+fn squall(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_squall")).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Guarantee: nodes that join the cluster (`--slots`) register under /squall/nodes and elect
+/// one master, which schedules a deployed topology over them; when a node that runs one of its
+/// workers is killed, its tasks move to the survivors within the session timeout plus a
+/// scheduling round; a second deploy under the same name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployed_topology_is_scheduled_over_the_nodes_and_moves_off_a_killed_one() {
+    let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the nodes did not all register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wordcount.yaml");
+    let deployed = squall(&["deploy", topology, "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    assert_eq!(String::from_utf8_lossy(&deployed.stdout).trim(), "deployed wordcount");
+    let again = squall(&["deploy", topology, "--coordinator", &target]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already deployed"), "{again:?}");
+
+    let deadline = Instant::now() + DEADLINE;
+    let (nodes, tasks) = loop {
+        if let Some(placed) = placement(&client, "wordcount").await {
+            break placed;
+        }
+        assert!(Instant::now() < deadline, "wordcount was not scheduled: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(nodes.len(), 2, "two workers on two nodes: {nodes:?}");
+    let listed = squall(&["list", "--coordinator", &target]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("wordcount") && listed.contains("active"), "{listed}");
+
+    let victim: u64 = nodes.iter().next().unwrap().parse().unwrap();
+    let killed = ensemble.kill(victim);
+    let client = connect(&ensemble.connect_string()).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some((now, now_tasks)) = placement(&client, "wordcount").await {
+            if !now.contains(&victim.to_string()) {
+                assert_eq!(now_tasks, tasks);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "node {victim}'s tasks did not move: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("node {victim}'s workers were rescheduled {:?} after its SIGKILL", killed.elapsed());
+    ensemble.assert_running("after rescheduling");
 }

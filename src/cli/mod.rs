@@ -19,6 +19,7 @@ macro_rules! out_part {
 }
 
 mod bench;
+mod cluster;
 mod local;
 mod node;
 mod zk;
@@ -44,8 +45,13 @@ enum Command {
     /// Measures Squall.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Runs a node: a replica of the coordinator's znode store, serving ZooKeeper clients.
+    /// Runs a node: a replica of the coordinator's znode store, serving ZooKeeper clients, and
+    /// with --slots a member of the cluster (master candidate).
     Node(node::NodeArgs),
+    /// Submits a topology to the cluster.
+    Deploy(cluster::DeployArgs),
+    /// Lists the deployed topologies and where their workers run.
+    List(cluster::ListArgs),
     /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
     Zk(zk::ZkArgs),
     /// Lists the component kinds this binary knows.
@@ -70,7 +76,9 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
     let result = match cli.command {
         Command::Local(args) => local::run(&registry, args),
         Command::Bench(command) => bench::run(&registry, command),
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(&registry, args),
+        Command::Deploy(args) => cluster::deploy(&registry, args),
+        Command::List(args) => cluster::list(args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {
             out!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));

@@ -1,4 +1,5 @@
-//! `squall node`: runs a coordinator replica until interrupted.
+//! `squall node`: runs a coordinator replica until interrupted and, with `--slots`, the node's
+//! cluster roles: it registers under `/squall/nodes` and stands for master.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use squall_coordinator::replica::{Replica, ReplicaConfig};
+use squall_runtime::Registry;
+use squall_runtime::cluster::NodeInfo;
 
 #[derive(Args)]
 pub(crate) struct NodeArgs {
@@ -34,6 +37,11 @@ pub(crate) struct NodeArgs {
     /// `user:password` of a super user that passes every ACL check.
     #[arg(long, env = "SQUALL_SUPER_USER", hide_env_values = true)]
     super_user: Option<String>,
+    /// Joins the cluster with this many worker slots: the node registers under /squall/nodes
+    /// (with the component kinds this binary knows) and stands for master. Without it the
+    /// node only serves the coordinator.
+    #[arg(long)]
+    slots: Option<u32>,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -45,7 +53,7 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
     Ok((id, addr.to_string()))
 }
 
-pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
     let mut peers = BTreeMap::new();
     for (id, addr) in args.peers {
         if peers.insert(id, addr).is_some() {
@@ -70,7 +78,20 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             replica.client_addr(),
             replica.raft_addr().map(|a| format!(", peers on {a}")).unwrap_or_default()
         );
+        let roles = args.slots.map(|slots| {
+            let info = NodeInfo {
+                id: args.id.to_string(),
+                host: replica.client_addr().ip().to_string(),
+                slots,
+                kinds: registry.spout_kinds().chain(registry.bolt_kinds()).map(str::to_string).collect(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            tokio::spawn(super::cluster::run_roles(replica.client_addr().to_string(), info))
+        });
         wait_for_signal().await?;
+        if let Some(roles) = roles {
+            roles.abort();
+        }
         eprintln!("squall node {}: stopping", args.id);
         replica.shutdown().await;
         Ok(())
