@@ -69,6 +69,7 @@ fn node(id: &str, kinds: &[&str]) -> NodeInfo {
         id: id.into(),
         host: "127.0.0.1".into(),
         slots: 2,
+        worker_port: 6700,
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
         version: "test".into(),
     }

@@ -34,6 +34,8 @@ pub struct Round {
     pub written: Vec<String>,
     /// Topologies that could not be scheduled, with the reason.
     pub unschedulable: Vec<(String, String)>,
+    /// Killed topologies whose assignment and record were removed.
+    pub removed: Vec<String>,
 }
 
 /// Campaigns for master as `node` and, once leading, schedules until fenced out or the session
@@ -49,6 +51,9 @@ pub async fn run(client: zk::Client, node: &str, poll: Duration) -> Result<(), M
         let round = schedule_round(&client, fence).await?;
         for name in &round.written {
             tracing::info!("master: assignment of '{name}' written");
+        }
+        for name in &round.removed {
+            tracing::info!("master: killed topology '{name}' removed");
         }
         for (name, why) in &round.unschedulable {
             tracing::warn!("master: cannot schedule '{name}': {why}");
@@ -82,6 +87,17 @@ pub async fn schedule_round(client: &zk::Client, fence: Fence) -> Result<Round, 
     let mut round = Round::default();
     for (name, record) in &topologies {
         if record.status == Status::Killed {
+            // Its assignment goes first (the supervisors stop its workers), then its record.
+            let mut writer = fence.writer(client);
+            if let Some((_, version)) = assignments.remove(name) {
+                writer.add_delete(&paths::assignment(name), Some(version)).expect("a valid path");
+            }
+            writer.add_delete(&paths::topology(name), None).expect("a valid path");
+            match writer.commit().await {
+                Ok(_) => round.removed.push(name.clone()),
+                Err(e) if Fence::is_fenced_out(&e) => return Err(MasterError::FencedOut(fence.epoch)),
+                Err(e) => return Err(MasterError::Store(e.into())),
+            }
             continue;
         }
         let spec = match record.parse() {

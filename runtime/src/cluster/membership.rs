@@ -17,6 +17,8 @@ pub struct NodeInfo {
     pub host: String,
     /// Worker slots.
     pub slots: u32,
+    /// The worker on slot `s` listens for the other workers on `host:(worker_port + s)`.
+    pub worker_port: u16,
     /// The component kinds its binary knows.
     pub kinds: Vec<String>,
     /// Squall's version.
@@ -24,6 +26,11 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// Where the worker on `slot` of this node listens for the other workers.
+    pub fn worker_addr(&self, slot: u32) -> String {
+        format!("{}:{}", self.host, u32::from(self.worker_port) + slot)
+    }
+
     /// The node as the scheduler sees it.
     pub fn live(&self) -> LiveNode {
         LiveNode::new(&self.id, self.slots, self.kinds.iter().cloned())

@@ -97,6 +97,23 @@ pub async fn deploy(
     }
 }
 
+/// Marks topology `name` killed: the master then removes its assignment and its record, and the
+/// supervisors stop its workers. Fails with `NoNode` if no such topology is deployed.
+pub async fn kill(client: &zk::Client, name: &str) -> Result<(), zk::Error> {
+    loop {
+        let (data, stat) = client.get_data(&paths::topology(name)).await?;
+        let mut record: TopologyRecord =
+            serde_json::from_slice(&data).map_err(|e| zk::Error::UnexpectedError(format!("{name}: {e}")))?;
+        record.status = Status::Killed;
+        let data = serde_json::to_vec(&record).expect("plain data serializes");
+        match client.set_data(&paths::topology(name), &data, Some(stat.version)).await {
+            Ok(_) => return Ok(()),
+            Err(zk::Error::BadVersion) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The deployed topologies, by name, with their records (unreadable ones skipped).
 pub async fn list(client: &zk::Client) -> Result<Vec<(String, TopologyRecord)>, zk::Error> {
     let mut names = match client.list_children(paths::TOPOLOGIES).await {
