@@ -57,6 +57,8 @@ async fn mode(addr: SocketAddr) -> Option<String> {
 /// One replica's identity: the same on every start.
 struct NodeSpec {
     client: SocketAddr,
+    /// The first of the ports its workers listen on (`--worker-port`).
+    worker_port: u16,
     raft: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
@@ -86,6 +88,7 @@ impl Ensemble {
             .map(|id| {
                 let spec = NodeSpec {
                     client: free_addr(),
+                    worker_port: free_addr().port(),
                     raft: free_addr(),
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node{id}.log")),
@@ -116,6 +119,9 @@ impl Ensemble {
             command.args(["--peer", &format!("{peer}={}", peer_spec.raft)]);
         }
         command.args(&self.extra);
+        if self.extra.iter().any(|a| a == "--slots") {
+            command.args(["--worker-port", &spec.worker_port.to_string()]);
+        }
         let child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -602,4 +608,151 @@ async fn a_deployed_topology_is_scheduled_over_the_nodes_and_moves_off_a_killed_
     }
     eprintln!("node {victim}'s workers were rescheduled {:?} after its SIGKILL", killed.elapsed());
     ensemble.assert_running("after rescheduling");
+}
+
+/// Guarantee: word count deployed on three nodes runs in worker processes the supervisors
+/// start, its tuples crossing between workers over TCP, and counts exactly what a plain loop
+/// counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn word_count_deployed_on_three_nodes_counts_exactly() {
+    let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/storm.txt");
+    let text = std::fs::read_to_string(input).unwrap();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for word in text.split_whitespace() {
+        *expected.entry(word.to_string()).or_default() += 1;
+    }
+    let total: i64 = expected.values().sum();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("counts.jsonl");
+    let yaml = format!(
+        "name: wc\nworkers: 3\nconfig: {{ message_timeout: 30s }}\nspouts:\n  - {{ id: lines, kind: file, args: {{ path: {input} }} }}\n\
+         bolts:\n  - {{ id: split, kind: split, parallelism: 2, args: {{ field: line }}, inputs: [ {{ from: lines }} ] }}\n\
+         \x20 - {{ id: count, kind: count, parallelism: 2, args: {{ key: word }}, inputs: [ {{ from: split, grouping: {{ fields: [word] }} }} ] }}\n\
+         \x20 - {{ id: out, kind: file_sink, args: {{ path: {} }}, inputs: [ {{ from: count, grouping: global }} ] }}\n",
+        out.display()
+    );
+    let file = dir.path().join("wc.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the nodes did not all register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+
+    let deadline = Instant::now() + DEADLINE;
+    let counted = loop {
+        let written = std::fs::read_to_string(&out).unwrap_or_default();
+        if written.lines().count() as i64 >= total {
+            break written;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} counts after {DEADLINE:?}: {}",
+            written.lines().count(),
+            ensemble.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut finals: BTreeMap<String, i64> = BTreeMap::new();
+    for line in counted.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let entry = finals.entry(v["word"].as_str().unwrap().to_string()).or_default();
+        *entry = (*entry).max(v["count"].as_i64().unwrap());
+    }
+    assert_eq!(finals, expected);
+    let workers = client.list_children("/squall/workers/wc").await.unwrap();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+
+    // Killed: every worker's znode goes (the process exits, its session ends), then the
+    // topology's record.
+    let killed = squall(&["kill", "wc", "--coordinator", &target]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let workers = client.list_children("/squall/workers/wc").await.unwrap_or_default();
+        let record = client.check_stat("/squall/topologies/wc").await.unwrap();
+        if workers.is_empty() && record.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after kill: workers {workers:?}, record {record:?}: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unknown = squall(&["kill", "wc", "--coordinator", &target]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no topology named 'wc'"), "{unknown:?}");
+    ensemble.assert_running("after counting and killing");
+}
+
+/// Guarantee: a worker killed with SIGKILL is started again by its node's supervisor, and
+/// every line of a file spout still reaches the sink at least once (the trees the dead worker
+/// held are replayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_is_restarted_and_every_line_still_arrives() {
+    let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lines.txt");
+    let lines: Vec<String> = (0..20_000).map(|i| format!("line-{i}")).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "name: lines\nworkers: 3\nconfig: {{ message_timeout: 2s, max_spout_pending: 200 }}\n\
+         spouts:\n  - {{ id: read, kind: file, args: {{ path: {} }} }}\n\
+         bolts:\n  - {{ id: pass, kind: filter, parallelism: 3, args: {{ field: line, contains: line }}, inputs: [ {{ from: read }} ] }}\n\
+         \x20 - {{ id: out, kind: file_sink, args: {{ path: {} }}, inputs: [ {{ from: pass, grouping: global }} ] }}\n",
+        input.display(),
+        out.display()
+    );
+    let file = dir.path().join("lines.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the nodes did not all register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+
+    // Once some lines are through, SIGKILL one of the workers.
+    let deadline = Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100 {
+        assert!(Instant::now() < deadline, "nothing reached the sink: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid_of = |name: String| {
+        let client = client.clone();
+        async move {
+            let (data, _) = client.get_data(&format!("/squall/workers/lines/{name}")).await.ok()?;
+            serde_json::from_slice::<serde_json::Value>(&data).ok()?["pid"].as_i64()
+        }
+    };
+    let workers = client.list_children("/squall/workers/lines").await.unwrap();
+    let victim = workers.iter().max().unwrap().clone();
+    let pid = pid_of(victim.clone()).await.expect("the worker's pid");
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while !pid_of(victim.clone()).await.is_some_and(|now| now != pid) {
+        assert!(Instant::now() < deadline, "worker {victim} was not restarted: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let deadline = Instant::now() + DEADLINE * 2;
+    loop {
+        let written = std::fs::read_to_string(&out).unwrap_or_default();
+        let seen: BTreeSet<&str> = written.lines().filter_map(|l| l.split('"').nth(3)).collect();
+        let missing = lines.iter().filter(|l| !seen.contains(l.as_str())).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} lines never arrived: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensemble.assert_running("after a worker's SIGKILL");
 }

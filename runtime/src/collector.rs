@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
 
 use crate::acker::AckerMsg;
@@ -18,6 +17,7 @@ use crate::grouping::Target;
 use crate::metrics::ComponentStats;
 use crate::tuple::{Anchor, Anchors, StreamSource, TaskId, Tuple};
 use crate::value::Values;
+use crate::worker::route::TaskSender;
 
 /// A small, fast generator of edge and root ids (SplitMix64).
 pub(crate) struct IdGen(u64);
@@ -57,7 +57,7 @@ pub(crate) struct StreamRoute {
 
 /// Buffers of tuples on their way to other tasks.
 pub(crate) struct Outbox {
-    senders: Vec<Option<Sender<Vec<Tuple>>>>,
+    senders: Vec<Option<TaskSender<Tuple>>>,
     buffers: Vec<Vec<Tuple>>,
     dirty: Vec<TaskId>,
     batch: usize,
@@ -65,8 +65,8 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// `senders[task]` is the input queue of `task`, for every bolt task.
-    pub(crate) fn new(senders: Vec<Option<Sender<Vec<Tuple>>>>, batch: usize) -> Self {
+    /// `senders[task]` is where the input of `task` goes, for every bolt task it sends to.
+    pub(crate) fn new(senders: Vec<Option<TaskSender<Tuple>>>, batch: usize) -> Self {
         let buffers = senders.iter().map(|_| Vec::new()).collect();
         Outbox { senders, buffers, dirty: Vec::new(), batch, dropped: 0 }
     }
@@ -87,11 +87,14 @@ impl Outbox {
 
     fn send(&mut self, task: TaskId) {
         let batch = std::mem::take(&mut self.buffers[task as usize]);
-        let n = batch.len() as u64;
-        match &self.senders[task as usize] {
-            Some(sender) if sender.send(batch).is_ok() => {}
-            // The receiving task has stopped: only happens while the topology shuts down.
-            _ => self.dropped += n,
+        let n = batch.len();
+        let sent = match &self.senders[task as usize] {
+            Some(sender) => sender.send(batch),
+            None => Err(n),
+        };
+        // The receiving task has stopped: only happens while the topology shuts down.
+        if let Err(lost) = sent {
+            self.dropped += lost as u64;
         }
     }
 
@@ -105,7 +108,7 @@ impl Outbox {
 /// Buffers of messages to the acker tasks. Acks of the same tree are XORed together before
 /// they are sent, which is what the acker would do with them anyway.
 pub(crate) struct AckOutbox {
-    senders: Vec<Sender<Vec<AckerMsg>>>,
+    senders: Vec<TaskSender<AckerMsg>>,
     xors: FxHashMap<u64, u64>,
     messages: Vec<Vec<AckerMsg>>,
     queued: usize,
@@ -113,7 +116,7 @@ pub(crate) struct AckOutbox {
 }
 
 impl AckOutbox {
-    pub(crate) fn new(senders: Vec<Sender<Vec<AckerMsg>>>, batch: usize) -> Self {
+    pub(crate) fn new(senders: Vec<TaskSender<AckerMsg>>, batch: usize) -> Self {
         let messages = senders.iter().map(|_| Vec::new()).collect();
         AckOutbox { senders, xors: FxHashMap::default(), messages, queued: 0, batch }
     }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::acker::{AckEvent, Acker, AckerMsg};
 use crate::collector::{BoltOutput, Disposition, Emitter, SpoutOutput, SpoutTracker, ack_anchors, fail_anchors};
 use crate::component::{Bolt, Spout};
 use crate::metrics::{ComponentMetrics, ComponentStats, PUBLISH_INTERVAL};
 use crate::tuple::{TaskId, Tuple};
+use crate::worker::route::TaskSender;
 
 /// The longest a task holds output back under load before sending it on.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
@@ -309,8 +310,9 @@ fn flush_bolt(bolt: &mut dyn Bolt, emitter: &mut Emitter) {
 /// What an acker task needs.
 pub(crate) struct AckerTask {
     pub(crate) inputs: Receiver<Vec<AckerMsg>>,
-    /// `spouts[task]`: the spout task's event queue (unbounded, so an acker never blocks).
-    pub(crate) spouts: Vec<Option<Sender<Vec<AckEvent>>>>,
+    /// `spouts[task]`: where the spout task's events go (unbounded queues, so an acker never
+    /// blocks).
+    pub(crate) spouts: Vec<Option<TaskSender<AckEvent>>>,
     pub(crate) metrics: Arc<ComponentMetrics>,
     pub(crate) timeout: Duration,
 }

@@ -19,6 +19,8 @@
 //! - `transport`: tuples, acker messages and ack events between workers over TCP (batched
 //!   frames, one connection from each worker to each peer, reconnect, re-routing on a new
 //!   assignment).
+//! - [`worker`]: cluster mode's worker ([`WorkerRun`]): the tasks an assignment gives one worker
+//!   slot, run as local mode runs them, with every other task reached through the transport.
 //!
 //! ```
 //! use squall_runtime::prelude::*;
@@ -63,6 +65,7 @@ pub mod spec;
 pub mod topology;
 pub mod tuple;
 pub mod value;
+pub mod worker;
 
 mod acker;
 mod executor;
@@ -82,6 +85,7 @@ pub use spec::TopologySpec;
 pub use topology::{Topology, TopologyBuilder, TopologyError};
 pub use tuple::{DEFAULT_STREAM, StreamSource, TaskId, Tuple};
 pub use value::{Fields, Value, Values};
+pub use worker::{WorkerOptions, WorkerRun};
 
 /// The names a topology author needs, in one import.
 pub mod prelude {

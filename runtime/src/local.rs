@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use smol_str::SmolStr;
 
-use crate::acker::{AckEvent, AckerMsg};
+use crate::acker::AckEvent;
 use crate::collector::{AckOutbox, Emitter, Outbox, StreamRoute};
 use crate::component::TaskContext;
 use crate::executor::{self, AckerTask, BoltTask, Control, SpoutTask};
@@ -22,6 +22,7 @@ use crate::grouping::Target;
 use crate::metrics::{ComponentMetrics, ComponentRole, ComponentSummary, TopologyMetrics};
 use crate::topology::{Role, Topology};
 use crate::tuple::{StreamSource, TaskId, Tuple};
+use crate::worker::route::{LocalQueue, RemoteTask, TaskSender};
 
 /// The component id of the acker tasks.
 pub const ACKER_COMPONENT: &str = "__acker";
@@ -154,10 +155,28 @@ impl Layout {
     }
 }
 
+/// How a run reaches a task it does not run itself: `Some` for a task on another worker.
+pub(crate) type RemoteOf<'a> = &'a dyn Fn(TaskId) -> Option<Arc<RemoteTask>>;
+
 impl LocalRun {
     /// Starts every task of `topology`. Fails, with nothing left running, if a factory
     /// cannot make one of its tasks.
     pub fn start(topology: &Topology, options: RunOptions) -> Result<LocalRun, StartError> {
+        let (run, queues) = LocalRun::start_part(topology, options, &|_| None)?;
+        // Nothing outside the run sends to its tasks: each queue closes as soon as everything
+        // upstream of it has stopped.
+        drop(queues);
+        Ok(run)
+    }
+
+    /// Starts the tasks of `topology` that `remote` does not place elsewhere, sending to the
+    /// others through their [`RemoteTask`]. Returns the run and the queues of its tasks, by task
+    /// id, for messages from other workers; they stay open as long as the caller holds them.
+    pub(crate) fn start_part(
+        topology: &Topology,
+        options: RunOptions,
+        remote: RemoteOf<'_>,
+    ) -> Result<(LocalRun, Vec<Option<LocalQueue>>), StartError> {
         let started = Instant::now();
         let config = Arc::new(topology.config.clone());
         let ackers = if config.acking { config.ackers } else { 0 };
@@ -165,26 +184,49 @@ impl LocalRun {
         let component_tasks = Arc::new(layout.tasks.clone());
         let topology_name: Arc<str> = topology.name.as_str().into();
         let batch = config.batch_size as usize;
+        let remote: Vec<Option<Arc<RemoteTask>>> = (0..layout.total as TaskId).map(remote).collect();
+        let is_local = |t: TaskId| remote[t as usize].is_none();
 
-        // Queues: bounded into bolts and ackers, unbounded from ackers to spouts.
-        let mut bolt_tx: Vec<Option<Sender<Vec<Tuple>>>> = vec![None; layout.total];
+        // Queues of the local tasks: bounded into bolts and ackers, unbounded from ackers to
+        // spouts. `*_to[task]` is how any task reaches `task`, local or not.
         let mut bolt_rx: Vec<Option<Receiver<Vec<Tuple>>>> = vec![None; layout.total];
-        let mut spout_tx: Vec<Option<Sender<Vec<AckEvent>>>> = vec![None; layout.total];
+        let mut bolt_to: Vec<Option<TaskSender<Tuple>>> = vec![None; layout.total];
         let mut spout_rx: Vec<Option<Receiver<Vec<AckEvent>>>> = vec![None; layout.total];
+        let mut spout_to: Vec<Option<TaskSender<AckEvent>>> = vec![None; layout.total];
+        let mut queues: Vec<Option<LocalQueue>> = (0..layout.total).map(|_| None).collect();
         for (c, (_, tasks)) in topology.components.iter().zip(&layout.tasks) {
             for &t in tasks {
-                if c.is_spout() {
-                    let (tx, rx) = unbounded();
-                    (spout_tx[t as usize], spout_rx[t as usize]) = (Some(tx), Some(rx));
-                } else {
-                    let (tx, rx) = bounded(config.queue_batches());
-                    (bolt_tx[t as usize], bolt_rx[t as usize]) = (Some(tx), Some(rx));
+                let i = t as usize;
+                match (&remote[i], c.is_spout()) {
+                    (Some(r), true) => spout_to[i] = Some(TaskSender::Remote(r.clone())),
+                    (Some(r), false) => bolt_to[i] = Some(TaskSender::Remote(r.clone())),
+                    (None, true) => {
+                        let (tx, rx) = unbounded();
+                        (spout_to[i], spout_rx[i]) = (Some(TaskSender::Local(tx.clone())), Some(rx));
+                        queues[i] = Some(LocalQueue::Spout(tx));
+                    }
+                    (None, false) => {
+                        let (tx, rx) = bounded(config.queue_batches());
+                        (bolt_to[i], bolt_rx[i]) = (Some(TaskSender::Local(tx.clone())), Some(rx));
+                        queues[i] = Some(LocalQueue::Bolt(tx));
+                    }
                 }
             }
         }
-        type AckerQueue = (Sender<Vec<AckerMsg>>, Receiver<Vec<AckerMsg>>);
-        let (acker_tx, acker_rx): (Vec<_>, Vec<_>) =
-            (0..ackers).map(|_| -> AckerQueue { bounded(config.queue_batches()) }).unzip();
+        let acker_tasks: &[TaskId] = if ackers > 0 { &layout.tasks.last().expect("acker component").1 } else { &[] };
+        let mut acker_to = Vec::new();
+        let mut acker_rx = Vec::new();
+        for &t in acker_tasks {
+            match &remote[t as usize] {
+                Some(r) => acker_to.push(TaskSender::Remote(r.clone())),
+                None => {
+                    let (tx, rx) = bounded(config.queue_batches());
+                    acker_to.push(TaskSender::Local(tx.clone()));
+                    acker_rx.push((t, rx));
+                    queues[t as usize] = Some(LocalQueue::Acker(tx));
+                }
+            }
+        }
 
         let control = Control::new();
         let (events_tx, events) = unbounded();
@@ -197,9 +239,13 @@ impl LocalRun {
         }
         let mut instances = Vec::new();
         for (c, (_, tasks)) in topology.components.iter().zip(&layout.tasks) {
+            let local_tasks = tasks.iter().filter(|&&t| is_local(t)).count() as u32;
+            if local_tasks == 0 {
+                continue;
+            }
             let role = if c.is_spout() { ComponentRole::Spout } else { ComponentRole::Bolt };
-            metrics.components.push(ComponentMetrics::new(c.id.clone(), role, c.parallelism));
-            for (index, &task) in tasks.iter().enumerate() {
+            metrics.components.push(ComponentMetrics::new(c.id.clone(), role, local_tasks));
+            for (index, &task) in tasks.iter().enumerate().filter(|&(_, &t)| is_local(t)) {
                 let ctx = TaskContext {
                     topology: topology_name.clone(),
                     component: c.id.clone(),
@@ -222,8 +268,9 @@ impl LocalRun {
                 instances.push((c, index as u32, task, instance));
             }
         }
-        if ackers > 0 {
-            metrics.components.push(ComponentMetrics::new(ACKER_COMPONENT.into(), ComponentRole::Acker, ackers));
+        if !acker_rx.is_empty() {
+            let role = ComponentRole::Acker;
+            metrics.components.push(ComponentMetrics::new(ACKER_COMPONENT.into(), role, acker_rx.len() as u32));
         }
 
         let mut threads = Vec::new();
@@ -241,7 +288,7 @@ impl LocalRun {
             let shared = metrics.component(&c.id).expect("registered above").clone();
             // Only the queues of this component's subscribers, so each queue closes as soon
             // as everything upstream of it has stopped.
-            let mut senders: Vec<Option<Sender<Vec<Tuple>>>> = vec![None; layout.total];
+            let mut senders: Vec<Option<TaskSender<Tuple>>> = vec![None; layout.total];
             let mut routes = Vec::new();
             for decl in &c.outputs {
                 let source = StreamSource::intern(&c.id, &decl.name, &decl.fields);
@@ -249,15 +296,15 @@ impl LocalRun {
                 for (sub, (_, sub_tasks)) in topology.components.iter().zip(&layout.tasks) {
                     for input in sub.inputs.iter().filter(|i| i.from == c.id && i.stream == decl.name) {
                         for &t in sub_tasks {
-                            senders[t as usize] = bolt_tx[t as usize].clone();
+                            senders[t as usize] = bolt_to[t as usize].clone();
                         }
                         let field_index = |f: &str| decl.fields.index_of(f).expect("checked when built");
-                        targets.push(Target::new(&input.grouping, sub_tasks.clone(), field_index, |_| true, index));
+                        targets.push(Target::new(&input.grouping, sub_tasks.clone(), field_index, is_local, index));
                     }
                 }
                 routes.push(StreamRoute { source, targets, direct: decl.direct });
             }
-            let acks = (ackers > 0).then(|| AckOutbox::new(acker_tx.clone(), batch));
+            let acks = (ackers > 0).then(|| AckOutbox::new(acker_to.clone(), batch));
             let emitter = Emitter::new(task, c.id.clone(), routes, Outbox::new(senders, batch), acks);
             let name = executor::thread_name(&c.id, task);
             let handle = match instance {
@@ -273,7 +320,7 @@ impl LocalRun {
                     };
                     // The spout keeps its own sender so that waiting on its queue always waits,
                     // with or without ackers.
-                    let keep_open = spout_tx[task.emitter.task as usize].clone();
+                    let keep_open = spout_to[task.emitter.task as usize].clone();
                     spawn(
                         name,
                         &events_tx,
@@ -294,15 +341,13 @@ impl LocalRun {
             };
             threads.push(handle);
         }
-        drop(bolt_tx);
-        drop(acker_tx);
-        if ackers > 0 {
-            let acker_tasks = &layout.tasks.last().expect("acker component").1;
-            let shared = metrics.component(ACKER_COMPONENT).expect("registered above").clone();
-            for (&task, inputs) in acker_tasks.iter().zip(acker_rx) {
+        drop(bolt_to);
+        drop(acker_to);
+        if let Some(shared) = metrics.component(ACKER_COMPONENT) {
+            for (task, inputs) in acker_rx {
                 let acker = AckerTask {
                     inputs,
-                    spouts: spout_tx.clone(),
+                    spouts: spout_to.clone(),
                     metrics: shared.clone(),
                     timeout: config.message_timeout,
                 };
@@ -310,9 +355,9 @@ impl LocalRun {
                 threads.push(spawn(name, &events_tx, Box::new(move || executor::run_acker(acker))));
             }
         }
-        drop(spout_tx);
+        drop(spout_to);
 
-        Ok(LocalRun {
+        let run = LocalRun {
             topology: topology.name.clone(),
             metrics,
             control,
@@ -321,7 +366,8 @@ impl LocalRun {
             threads,
             started,
             deadline: options.duration.map(|d| started + d),
-        })
+        };
+        Ok((run, queues))
     }
 
     /// The live metrics of the run's components.
@@ -336,12 +382,22 @@ impl LocalRun {
 
     /// Waits until the run ends and returns its report.
     pub fn wait(self) -> RunReport {
+        self.wait_with(|| {})
+    }
+
+    /// Like [`wait`](Self::wait), calling `on_stop` as soon as the run is asked to stop (by a
+    /// [`Stopper`] or the duration), before waiting for its tasks to end.
+    pub(crate) fn wait_with(self, on_stop: impl FnOnce()) -> RunReport {
         let mut running = self.threads.len();
         let mut reason = StopReason::Completed;
-        let stop = |reason: &mut StopReason, why: StopReason| {
+        let mut on_stop = Some(on_stop);
+        let mut stop = |reason: &mut StopReason, why: StopReason| {
             if *reason == StopReason::Completed {
                 *reason = why;
                 self.control.stop.store(true, Ordering::Relaxed);
+                if let Some(on_stop) = on_stop.take() {
+                    on_stop();
+                }
             }
         };
         while running > 0 {

@@ -75,6 +75,29 @@ pub(crate) fn deploy(registry: &Registry, args: DeployArgs) -> anyhow::Result<()
 }
 
 #[derive(Args)]
+pub(crate) struct KillArgs {
+    /// The deployed topology.
+    name: String,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+pub(crate) fn kill(args: KillArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
+        match topologies::kill(&client, &args.name).await {
+            Ok(()) => Ok(()),
+            Err(zk::Error::NoNode) => Err(anyhow::anyhow!("no topology named '{}' is deployed", args.name)),
+            Err(e) => Err(e.into()),
+        }
+    })?;
+    out!("killed {}: its workers stop and it is removed once the master has seen it", args.name);
+    Ok(())
+}
+
+#[derive(Args)]
 pub(crate) struct ListArgs {
     /// The ensemble, as HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]

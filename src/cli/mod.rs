@@ -22,6 +22,8 @@ mod bench;
 mod cluster;
 mod local;
 mod node;
+mod supervisor;
+mod worker;
 mod zk;
 
 use std::process::ExitCode;
@@ -52,6 +54,10 @@ enum Command {
     Deploy(cluster::DeployArgs),
     /// Lists the deployed topologies and where their workers run.
     List(cluster::ListArgs),
+    /// Kills a deployed topology: its workers stop and it is removed.
+    Kill(cluster::KillArgs),
+    /// Runs one worker of a deployed topology (started by a node's supervisor).
+    Worker(worker::WorkerArgs),
     /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
     Zk(zk::ZkArgs),
     /// Lists the component kinds this binary knows.
@@ -79,6 +85,8 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Node(args) => node::run(&registry, args),
         Command::Deploy(args) => cluster::deploy(&registry, args),
         Command::List(args) => cluster::list(args),
+        Command::Kill(args) => cluster::kill(args),
+        Command::Worker(args) => worker::run(&registry, args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {
             out!("spouts: {}", registry.spout_kinds().collect::<Vec<_>>().join(", "));

@@ -42,6 +42,9 @@ pub(crate) struct NodeArgs {
     /// node only serves the coordinator.
     #[arg(long)]
     slots: Option<u32>,
+    /// The worker on slot S listens for other workers on this port + S.
+    #[arg(long, default_value_t = 6700)]
+    worker_port: u16,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -83,14 +86,20 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
                 id: args.id.to_string(),
                 host: replica.client_addr().ip().to_string(),
                 slots,
+                worker_port: args.worker_port,
                 kinds: registry.spout_kinds().chain(registry.bolt_kinds()).map(str::to_string).collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             };
-            tokio::spawn(super::cluster::run_roles(replica.client_addr().to_string(), info))
+            let target = replica.client_addr().to_string();
+            let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone()));
+            (tokio::spawn(super::cluster::run_roles(target, info)), supervisor)
         });
         wait_for_signal().await?;
-        if let Some(roles) = roles {
+        if let Some((roles, supervisor)) = roles {
             roles.abort();
+            // Dropping the supervisor's task kills the workers it started.
+            supervisor.abort();
+            let _ = supervisor.await;
         }
         eprintln!("squall node {}: stopping", args.id);
         replica.shutdown().await;

@@ -31,7 +31,8 @@
 //!
 //! The wire format is documented in `wire` (messages) and `frame` (frames and handshake).
 
-// The cluster worker, which uses this module, comes later; its tests use all of it.
+// The worker uses the bounded sends and the counts; the unbounded `send` and the per-link
+// states are for the supervisor's status reports, which come later. The tests use all of it.
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod frame;

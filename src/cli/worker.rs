@@ -1,0 +1,120 @@
+//! `squall worker`: one worker of a deployed topology, started by its node's supervisor. It
+//! runs the tasks the assignment gives its slot, exchanging tuples with the other workers over
+//! TCP, follows assignment changes, and exits when its supervisor goes (its stdin closes), when
+//! its tasks move (the supervisor starts it again with the new ones), or when the topology is
+//! killed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use squall_runtime::Registry;
+use squall_runtime::cluster::topologies::TopologyRecord;
+use squall_runtime::cluster::{membership, paths};
+use squall_runtime::scheduler::Assignment;
+use squall_runtime::worker::{WorkerError, WorkerOptions, WorkerRun, worker_id};
+use zookeeper_client as zk;
+
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    /// The deployed topology.
+    #[arg(long)]
+    topology: String,
+    /// The node this worker runs on.
+    #[arg(long)]
+    node: String,
+    /// The node's slot it runs in.
+    #[arg(long)]
+    slot: u32,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+/// The assignment of `topology` and the address of each of its workers.
+async fn placement(client: &zk::Client, topology: &str) -> anyhow::Result<(Assignment, BTreeMap<String, String>)> {
+    let (data, _) = client.get_data(&paths::assignment(topology)).await.context("no assignment")?;
+    let assignment = Assignment::from_json(&data)?;
+    let nodes = membership::live_nodes(client).await?;
+    let mut peers = BTreeMap::new();
+    for worker in assignment.workers() {
+        if let Some(node) = nodes.iter().find(|n| n.id == worker.node) {
+            peers.insert(worker_id(&worker.node, worker.slot), node.worker_addr(worker.slot));
+        }
+    }
+    Ok((assignment, peers))
+}
+
+pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = super::cluster::connect(&args.coordinator, Duration::from_secs(2)).await?;
+        let (data, _) = client
+            .get_data(&paths::topology(&args.topology))
+            .await
+            .with_context(|| format!("topology '{}' is not deployed", args.topology))?;
+        let record: TopologyRecord = serde_json::from_slice(&data).context("unreadable topology record")?;
+        let spec = record.parse().map_err(anyhow::Error::msg)?;
+        let topology = registry.build(&spec, &paths::topology(&args.topology))?;
+        let (assignment, peers) = placement(&client, &args.topology).await?;
+        let me = worker_id(&args.node, args.slot);
+        let listen = peers.get(&me).with_context(|| format!("the assignment has no worker {me}"))?;
+        let listen = listen.parse().with_context(|| format!("bad worker address {listen}"))?;
+        let mut run = WorkerRun::start(
+            &topology,
+            &assignment,
+            (&args.node, args.slot),
+            listen,
+            &peers,
+            WorkerOptions::default(),
+        )?;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        match client.create(&paths::workers(&args.topology), b"", &persistent).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let about = serde_json::json!({ "addr": listen.to_string(), "pid": std::process::id() }).to_string();
+        client.create(&paths::worker(&args.topology, &args.node, args.slot), about.as_bytes(), &ephemeral).await?;
+        eprintln!("squall worker {me} of '{}': running tasks {:?}", args.topology, run.tasks());
+
+        // The supervisor holds our stdin: end of file means it is gone.
+        let (orphaned_tx, mut orphaned) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+            let _ = orphaned_tx.send(());
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let why = loop {
+            let (_, _, changed) = match client.get_and_watch_data(&paths::assignment(&args.topology)).await {
+                Ok(watched) => watched,
+                Err(zk::Error::NoNode) => break "the topology's assignment was removed".to_string(),
+                Err(e) => break format!("coordinator: {e}"),
+            };
+            tokio::select! {
+                _ = &mut orphaned => break "its supervisor is gone".to_string(),
+                _ = term.recv() => break "asked to stop".to_string(),
+                _ = changed.changed() => {}
+            }
+            match placement(&client, &args.topology).await {
+                Ok((assignment, peers)) => match run.update(&assignment, &peers) {
+                    Ok(()) => {}
+                    Err(e @ (WorkerError::TasksChanged(_) | WorkerError::NotAssigned { .. })) => break e.to_string(),
+                    Err(e) => tracing::warn!("worker {me}: cannot apply the new assignment: {e}"),
+                },
+                Err(e) => break format!("{e:#}"),
+            }
+        };
+        eprintln!("squall worker {me} of '{}': stopping: {why}", args.topology);
+        let report = run.stop();
+        let stats = report.stats;
+        eprintln!(
+            "squall worker {me}: stopped; received {}, dropped {}, lost {}",
+            stats.received, stats.dropped, stats.lost
+        );
+        Ok(())
+    })
+}
