@@ -688,6 +688,72 @@ async fn word_count_deployed_on_three_nodes_counts_exactly() {
     ensemble.assert_running("after counting and killing");
 }
 
+/// A topology `lines` on a running cluster: a file spout of 20,000 numbered lines, a filter
+/// with 3 tasks, a file sink; acking on, with a short message timeout so lost trees replay soon.
+struct LinesRun {
+    client: zk::Client,
+    lines: Vec<String>,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LinesRun {
+    /// Deploys it once every node has registered, and returns when lines reach the sink.
+    async fn deploy(ensemble: &Ensemble) -> LinesRun {
+        let target = ensemble.connect_string();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("lines.txt");
+        let lines: Vec<String> = (0..20_000).map(|i| format!("line-{i}")).collect();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = dir.path().join("out.jsonl");
+        let yaml = format!(
+            "name: lines\nworkers: 3\nconfig: {{ message_timeout: 2s, max_spout_pending: 200 }}\n\
+             spouts:\n  - {{ id: read, kind: file, args: {{ path: {} }} }}\n\
+             bolts:\n  - {{ id: pass, kind: filter, parallelism: 3, args: {{ field: line, contains: line }}, inputs: [ {{ from: read }} ] }}\n\
+             \x20 - {{ id: out, kind: file_sink, args: {{ path: {} }}, inputs: [ {{ from: pass, grouping: global }} ] }}\n",
+            input.display(),
+            out.display()
+        );
+        let file = dir.path().join("lines.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let client = connect(&target).await;
+        let deadline = Instant::now() + DEADLINE;
+        while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
+            assert!(Instant::now() < deadline, "the nodes did not all register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+        assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+        let deadline = Instant::now() + DEADLINE;
+        while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100 {
+            assert!(Instant::now() < deadline, "nothing reached the sink: {}", ensemble.logs());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        LinesRun { client, lines, out, _dir: dir }
+    }
+
+    /// The pid of worker `name` (`<node>-<slot>`), from its znode; `None` while it has none.
+    async fn pid_of(&self, name: &str) -> Option<i64> {
+        let (data, _) = self.client.get_data(&format!("/squall/workers/lines/{name}")).await.ok()?;
+        serde_json::from_slice::<serde_json::Value>(&data).ok()?["pid"].as_i64()
+    }
+
+    /// Waits until every line has reached the sink at least once.
+    async fn assert_every_line_arrives(&self, ensemble: &Ensemble) {
+        let deadline = Instant::now() + DEADLINE * 2;
+        loop {
+            let written = std::fs::read_to_string(&self.out).unwrap_or_default();
+            let seen: BTreeSet<&str> = written.lines().filter_map(|l| l.split('"').nth(3)).collect();
+            let missing = self.lines.iter().filter(|l| !seen.contains(l.as_str())).count();
+            if missing == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{missing} lines never arrived: {}", ensemble.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Guarantee: a worker killed with SIGKILL is started again by its node's supervisor, and
 /// every line of a file spout still reaches the sink at least once (the trees the dead worker
 /// held are replayed).
@@ -695,64 +761,47 @@ async fn word_count_deployed_on_three_nodes_counts_exactly() {
 async fn a_killed_worker_is_restarted_and_every_line_still_arrives() {
     let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
     ensemble.wait_for_leader().await;
-    let target = ensemble.connect_string();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("lines.txt");
-    let lines: Vec<String> = (0..20_000).map(|i| format!("line-{i}")).collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = dir.path().join("out.jsonl");
-    let yaml = format!(
-        "name: lines\nworkers: 3\nconfig: {{ message_timeout: 2s, max_spout_pending: 200 }}\n\
-         spouts:\n  - {{ id: read, kind: file, args: {{ path: {} }} }}\n\
-         bolts:\n  - {{ id: pass, kind: filter, parallelism: 3, args: {{ field: line, contains: line }}, inputs: [ {{ from: read }} ] }}\n\
-         \x20 - {{ id: out, kind: file_sink, args: {{ path: {} }}, inputs: [ {{ from: pass, grouping: global }} ] }}\n",
-        input.display(),
-        out.display()
-    );
-    let file = dir.path().join("lines.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "the nodes did not all register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
-
-    // Once some lines are through, SIGKILL one of the workers.
-    let deadline = Instant::now() + DEADLINE;
-    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100 {
-        assert!(Instant::now() < deadline, "nothing reached the sink: {}", ensemble.logs());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let pid_of = |name: String| {
-        let client = client.clone();
-        async move {
-            let (data, _) = client.get_data(&format!("/squall/workers/lines/{name}")).await.ok()?;
-            serde_json::from_slice::<serde_json::Value>(&data).ok()?["pid"].as_i64()
-        }
-    };
-    let workers = client.list_children("/squall/workers/lines").await.unwrap();
+    let run = LinesRun::deploy(&ensemble).await;
+    let workers = run.client.list_children("/squall/workers/lines").await.unwrap();
     let victim = workers.iter().max().unwrap().clone();
-    let pid = pid_of(victim.clone()).await.expect("the worker's pid");
+    let pid = run.pid_of(&victim).await.expect("the worker's pid");
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     let deadline = Instant::now() + DEADLINE;
-    while pid_of(victim.clone()).await.is_none_or(|now| now == pid) {
+    while run.pid_of(&victim).await.is_none_or(|now| now == pid) {
         assert!(Instant::now() < deadline, "worker {victim} was not restarted: {}", ensemble.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    run.assert_every_line_arrives(&ensemble).await;
+    ensemble.assert_running("after a worker's SIGKILL");
+}
 
-    let deadline = Instant::now() + DEADLINE * 2;
+/// Guarantee: when a whole node is SIGKILLed, its workers go with it, the master moves their
+/// tasks to the other nodes within the session timeout plus a scheduling round, and every line
+/// still reaches the sink at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_nodes_tasks_move_and_every_line_still_arrives() {
+    let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let run = LinesRun::deploy(&ensemble).await;
+    let workers = run.client.list_children("/squall/workers/lines").await.unwrap();
+    let victim: u64 = workers.iter().max().unwrap().split('-').next().unwrap().parse().unwrap();
+    let killed = ensemble.kill(victim);
+    let client = connect(&ensemble.connect_string()).await;
+    let deadline = Instant::now() + DEADLINE;
     loop {
-        let written = std::fs::read_to_string(&out).unwrap_or_default();
-        let seen: BTreeSet<&str> = written.lines().filter_map(|l| l.split('"').nth(3)).collect();
-        let missing = lines.iter().filter(|l| !seen.contains(l.as_str())).count();
-        if missing == 0 {
+        let placed = placement(&client, "lines").await;
+        let workers = client.list_children("/squall/workers/lines").await.unwrap_or_default();
+        let off_victim = |node: &String| node.split('-').next() != Some(&victim.to_string());
+        if placed.is_some_and(|(nodes, _)| !nodes.contains(&victim.to_string()))
+            && workers.len() == 3
+            && workers.iter().all(off_victim)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{missing} lines never arrived: {}", ensemble.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "node {victim}'s workers did not move: {workers:?}: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    ensemble.assert_running("after a worker's SIGKILL");
+    eprintln!("node {victim}'s workers run elsewhere {:?} after its SIGKILL", killed.elapsed());
+    run.assert_every_line_arrives(&ensemble).await;
+    ensemble.assert_running("after a node's SIGKILL");
 }
