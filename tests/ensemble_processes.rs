@@ -805,3 +805,40 @@ async fn a_killed_nodes_tasks_move_and_every_line_still_arrives() {
     run.assert_every_line_arrives(&ensemble).await;
     ensemble.assert_running("after a node's SIGKILL");
 }
+
+/// Guarantee: when the master's node is SIGKILLed, another node becomes master with a newer
+/// epoch, reschedules the dead node's workers from the znodes alone, and the workers on the
+/// other nodes run on untouched (same processes); every line still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_is_replaced_and_running_workers_are_not_interrupted() {
+    let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let run = LinesRun::deploy(&ensemble).await;
+    let (master, stat) = run.client.get_data("/squall/master/epoch").await.unwrap();
+    let master = String::from_utf8(master).unwrap();
+    let epoch = stat.version;
+    let mut survivors = BTreeMap::new();
+    for worker in run.client.list_children("/squall/workers/lines").await.unwrap() {
+        if !worker.starts_with(&format!("{master}-")) {
+            survivors.insert(worker.clone(), run.pid_of(&worker).await.unwrap());
+        }
+    }
+    ensemble.kill(master.parse().unwrap());
+    let client = connect(&ensemble.connect_string()).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok((now, stat)) = client.get_data("/squall/master/epoch").await {
+            if stat.version > epoch && now != master.as_bytes() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new master after node {master}'s SIGKILL: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = LinesRun { client, ..run };
+    run.assert_every_line_arrives(&ensemble).await;
+    for (worker, pid) in survivors {
+        assert_eq!(run.pid_of(&worker).await, Some(pid), "worker {worker} was restarted");
+    }
+    ensemble.assert_running("after the master's SIGKILL");
+}
