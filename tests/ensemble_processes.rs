@@ -29,9 +29,29 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(15);
 /// How many log lines of each node a failing test prints.
 const LOG_TAIL: usize = 150;
 
-/// A loopback address no one listens on: bound to port 0, read, released.
+/// The first of `count` consecutive loopback ports no one listens on.
+///
+/// Ports come from below the kernel's ephemeral range (which starts at 32768 unless changed),
+/// so the many outgoing connections of the processes under test cannot take one between the
+/// moment it is picked and the moment a node binds it; each is handed out once per run, and
+/// `count` consecutive ports are free (a node's worker slots listen on consecutive ports).
+fn free_ports(count: u16) -> SocketAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Spread test binaries and runs apart: start from a place the process id picks.
+    let base = 20_000 + (std::process::id() as usize * 7919) % 10_000;
+    loop {
+        let offset = NEXT.fetch_add(usize::from(count), Ordering::Relaxed);
+        let port = (base + offset) % 12_000 + 20_000;
+        let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", port as u16 + i)).is_ok());
+        if free {
+            return SocketAddr::from(([127, 0, 0, 1], port as u16));
+        }
+    }
+}
+
+/// A loopback address no one listens on (see [`free_ports`]).
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    free_ports(1)
 }
 
 /// The answer of the node at `addr` to a four-letter word; `None` while it does not answer.
@@ -88,7 +108,7 @@ impl Ensemble {
             .map(|id| {
                 let spec = NodeSpec {
                     client: free_addr(),
-                    worker_port: free_addr().port(),
+                    worker_port: free_ports(2).port(),
                     raft: free_addr(),
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node{id}.log")),
@@ -698,7 +718,8 @@ struct LinesRun {
 }
 
 impl LinesRun {
-    /// Deploys it once every node has registered, and returns when lines reach the sink.
+    /// Deploys it once every node has registered, and returns when its three workers have
+    /// registered and lines reach the sink.
     async fn deploy(ensemble: &Ensemble) -> LinesRun {
         let target = ensemble.connect_string();
         let dir = tempfile::tempdir().unwrap();
@@ -725,8 +746,10 @@ impl LinesRun {
         let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
         assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
         let deadline = Instant::now() + DEADLINE;
-        while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100 {
-            assert!(Instant::now() < deadline, "nothing reached the sink: {}", ensemble.logs());
+        while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100
+            || client.list_children("/squall/workers/lines").await.map(|w| w.len()).unwrap_or(0) < 3
+        {
+            assert!(Instant::now() < deadline, "the workers did not all start: {}", ensemble.logs());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         LinesRun { client, lines, out, _dir: dir }
