@@ -688,6 +688,19 @@ async fn word_count_deployed_on_three_nodes_counts_exactly() {
     assert_eq!(finals, expected);
     let workers = client.list_children("/squall/workers/wc").await.unwrap();
     assert_eq!(workers.len(), 3, "{workers:?}");
+    // `status` shows each component, where it runs, and the counts the workers publish.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = squall(&["status", "wc", "--coordinator", &target]);
+        let status = String::from_utf8_lossy(&status.stdout).to_string();
+        let count_line = status.lines().find(|l| l.starts_with("count ")).unwrap_or_default().to_string();
+        if status.starts_with("wc: active, 3 workers (3 running)") && count_line.contains(&format!(" {total} ")) {
+            assert!(status.lines().any(|l| l.starts_with("lines ")), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "status never showed {total} executed by count: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Killed: every worker's znode goes (the process exits, its session ends), then the
     // topology's record.

@@ -98,6 +98,100 @@ pub(crate) fn kill(args: KillArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// A deployed topology (without it: every topology, as `list` prints them).
+    name: Option<String>,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+/// Per component: where its tasks run and what its workers last published (every 2 s).
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let Some(name) = args.name else {
+        return list(ListArgs { coordinator: args.coordinator });
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
+        let record = match client.get_data(&paths::topology(&name)).await {
+            Ok((data, _)) => serde_json::from_slice::<topologies::TopologyRecord>(&data)?,
+            Err(zk::Error::NoNode) => anyhow::bail!("no topology named '{name}' is deployed"),
+            Err(e) => return Err(e.into()),
+        };
+        let assignment = match client.get_data(&paths::assignment(&name)).await {
+            Ok((data, _)) => Assignment::from_json(&data)?,
+            Err(zk::Error::NoNode) => {
+                out!("{name}: {}, not scheduled yet", format!("{:?}", record.status).to_lowercase());
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut published: Vec<serde_json::Value> = Vec::new();
+        for worker in client.list_children(&paths::workers(&name)).await.unwrap_or_default() {
+            if let Ok((data, _)) = client.get_data(&format!("{}/{worker}", paths::workers(&name))).await {
+                published.extend(serde_json::from_slice::<serde_json::Value>(&data).ok());
+            }
+        }
+        out!(
+            "{name}: {}, {} workers ({} running), assignment version {} by master epoch {}{}",
+            format!("{:?}", record.status).to_lowercase(),
+            assignment.workers().len(),
+            published.len(),
+            assignment.version(),
+            assignment.epoch(),
+            if assignment.short_by() > 0 {
+                format!(", {} short of free slots", assignment.short_by())
+            } else {
+                String::new()
+            }
+        );
+        out!(
+            "{:<16} {:>5}  {:<16} {:>10} {:>10} {:>10} {:>8} {:>9}  last error",
+            "component",
+            "tasks",
+            "on",
+            "emitted",
+            "executed",
+            "acked",
+            "failed",
+            "p99 ms"
+        );
+        for component in assignment.layout().components() {
+            let range = component.tasks();
+            let on: Vec<String> = assignment
+                .workers()
+                .iter()
+                .filter(|w| range.clone().any(|t| w.tasks.contains(t)))
+                .map(|w| format!("{}/{}", w.node, w.slot))
+                .collect();
+            let field = |key: &str| -> u64 {
+                published.iter().filter_map(|w| w["components"][&component.id][key].as_u64()).sum()
+            };
+            let p99 = published
+                .iter()
+                .filter_map(|w| w["components"][&component.id]["complete_p99_ms"].as_f64())
+                .fold(None, |worst: Option<f64>, v| Some(worst.map_or(v, |w| w.max(v))));
+            let last_error =
+                published.iter().find_map(|w| w["components"][&component.id]["last_error"].as_str()).unwrap_or("");
+            out!(
+                "{:<16} {:>5}  {:<16} {:>10} {:>10} {:>10} {:>8} {:>9}  {}",
+                component.id,
+                component.parallelism,
+                on.join(" "),
+                field("emitted"),
+                field("executed"),
+                field("acked"),
+                field("failed"),
+                p99.map_or("-".to_string(), |p| format!("{p:.1}")),
+                last_error
+            );
+        }
+        Ok(())
+    })
+}
+
+#[derive(Args)]
 pub(crate) struct ListArgs {
     /// The ensemble, as HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]

@@ -56,6 +56,8 @@ enum Command {
     List(cluster::ListArgs),
     /// Kills a deployed topology: its workers stop and it is removed.
     Kill(cluster::KillArgs),
+    /// A deployed topology's components: where their tasks run, their counts and latency.
+    Status(cluster::StatusArgs),
     /// Runs one worker of a deployed topology (started by a node's supervisor).
     Worker(worker::WorkerArgs),
     /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
@@ -86,6 +88,7 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Deploy(args) => cluster::deploy(&registry, args),
         Command::List(args) => cluster::list(args),
         Command::Kill(args) => cluster::kill(args),
+        Command::Status(args) => cluster::status(args),
         Command::Worker(args) => worker::run(&registry, args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {

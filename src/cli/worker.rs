@@ -17,6 +17,33 @@ use squall_runtime::scheduler::Assignment;
 use squall_runtime::worker::{WorkerError, WorkerOptions, WorkerRun, worker_id};
 use zookeeper_client as zk;
 
+/// How often a worker publishes its counts in its znode (for `squall status`).
+const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// What a worker's znode says: where it listens, its pid, and its components' counts.
+fn about(addr: &str, run: &WorkerRun) -> String {
+    let mut components = serde_json::Map::new();
+    for summary in run.metrics().summary() {
+        let stats = &summary.stats;
+        let latency = &stats.complete_latency_us;
+        components.insert(
+            summary.id.to_string(),
+            serde_json::json!({
+                "role": format!("{:?}", summary.role).to_lowercase(),
+                "emitted": stats.emitted,
+                "executed": stats.executed,
+                "acked": stats.acked,
+                "failed": stats.failed,
+                "errors": stats.errors,
+                "complete_p50_ms": (!latency.is_empty()).then(|| latency.value_at_quantile(0.5) as f64 / 1000.0),
+                "complete_p99_ms": (!latency.is_empty()).then(|| latency.value_at_quantile(0.99) as f64 / 1000.0),
+                "last_error": stats.last_errors.back(),
+            }),
+        );
+    }
+    serde_json::json!({ "addr": addr, "pid": std::process::id(), "components": components }).to_string()
+}
+
 #[derive(Args)]
 pub(crate) struct WorkerArgs {
     /// The deployed topology.
@@ -76,8 +103,8 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        let about = serde_json::json!({ "addr": listen.to_string(), "pid": std::process::id() }).to_string();
-        client.create(&paths::worker(&args.topology, &args.node, args.slot), about.as_bytes(), &ephemeral).await?;
+        let znode = paths::worker(&args.topology, &args.node, args.slot);
+        client.create(&znode, about(&listen.to_string(), &run).as_bytes(), &ephemeral).await?;
         eprintln!("squall worker {me} of '{}': running tasks {:?}", args.topology, run.tasks());
 
         // The supervisor holds our stdin: end of file means it is gone.
@@ -88,16 +115,26 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
             let _ = orphaned_tx.send(());
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let why = loop {
+        let mut report = tokio::time::interval(STATS_EVERY);
+        let why = 'run: loop {
             let (_, _, changed) = match client.get_and_watch_data(&paths::assignment(&args.topology)).await {
                 Ok(watched) => watched,
                 Err(zk::Error::NoNode) => break "the topology's assignment was removed".to_string(),
                 Err(e) => break format!("coordinator: {e}"),
             };
-            tokio::select! {
-                _ = &mut orphaned => break "its supervisor is gone".to_string(),
-                _ = term.recv() => break "asked to stop".to_string(),
-                _ = changed.changed() => {}
+            let changed = changed.changed();
+            tokio::pin!(changed);
+            loop {
+                tokio::select! {
+                    _ = &mut orphaned => break 'run "its supervisor is gone".to_string(),
+                    _ = term.recv() => break 'run "asked to stop".to_string(),
+                    _ = &mut changed => break,
+                    _ = report.tick() => {
+                        if let Err(e) = client.set_data(&znode, about(&listen.to_string(), &run).as_bytes(), None).await {
+                            tracing::debug!("worker {me}: cannot publish its counts: {e}");
+                        }
+                    }
+                }
             }
             match placement(&client, &args.topology).await {
                 Ok((assignment, peers)) => match run.update(&assignment, &peers) {
