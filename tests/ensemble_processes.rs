@@ -878,3 +878,63 @@ async fn a_killed_master_is_replaced_and_running_workers_are_not_interrupted() {
     }
     ensemble.assert_running("after the master's SIGKILL");
 }
+
+/// A process killed when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Guarantee: a node started with `--coordinator` hosts no replica and joins an existing
+/// ensemble for the cluster roles: it registers, leads as the only master candidate, and runs
+/// the workers of a deployed topology, whose lines all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joins_an_existing_ensemble_with_coordinator_and_runs_workers() {
+    let ensemble = Ensemble::start();
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log = File::create(dir.path().join("node9.log")).unwrap();
+    let worker_port = free_ports(2).port().to_string();
+    let _node = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(["node", "--id", "9", "--coordinator", &target, "--slots", "2", "--worker-port", &worker_port])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a b\nb c\nc d\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "name: joined\nworkers: 2\nspouts:\n  - {{ id: read, kind: file, args: {{ path: {} }} }}\n\
+         bolts:\n  - {{ id: words, kind: split, parallelism: 2, args: {{ field: line }}, inputs: [ {{ from: read }} ] }}\n\
+         \x20 - {{ id: out, kind: file_sink, args: {{ path: {} }}, inputs: [ {{ from: words, grouping: global }} ] }}\n",
+        input.display(),
+        out.display()
+    );
+    let file = dir.path().join("joined.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
+        let log = std::fs::read_to_string(dir.path().join("node9.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "node 9 did not register: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 6 {
+        let log = std::fs::read_to_string(dir.path().join("node9.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the words did not all arrive: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get_data("/squall/master/epoch").await.unwrap().0, b"9");
+}

@@ -1,5 +1,7 @@
 //! `squall node`: runs a coordinator replica until interrupted and, with `--slots`, the node's
-//! cluster roles: it registers under `/squall/nodes` and stands for master.
+//! cluster roles: it registers under `/squall/nodes`, stands for master and supervises its
+//! workers. With `--coordinator` it hosts no replica and joins an existing ensemble (Squall's
+//! or Apache ZooKeeper) for the cluster roles only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,8 +21,8 @@ pub(crate) struct NodeArgs {
     id: u64,
     /// Where the replica keeps its Raft log, vote and snapshots. Created if missing; a
     /// directory of another node or one that is not a Squall store is refused.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required_unless_present = "coordinator")]
+    data_dir: Option<PathBuf>,
     /// The address ZooKeeper clients connect to.
     #[arg(long, default_value = "127.0.0.1:2181")]
     listen: SocketAddr,
@@ -45,6 +47,14 @@ pub(crate) struct NodeArgs {
     /// The worker on slot S listens for other workers on this port + S.
     #[arg(long, default_value_t = 6700)]
     worker_port: u16,
+    /// The address other nodes' workers reach this node's workers at (default: the IP of
+    /// --listen).
+    #[arg(long)]
+    host: Option<String>,
+    /// Hosts no replica: joins the ensemble at HOST:PORT[,HOST:PORT...] (Squall's or Apache
+    /// ZooKeeper) for the cluster roles only. Needs --slots.
+    #[arg(long, requires = "slots", conflicts_with_all = ["data_dir", "raft", "peers", "super_user"])]
+    coordinator: Option<String>,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -58,41 +68,51 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 
 pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
     let mut peers = BTreeMap::new();
-    for (id, addr) in args.peers {
-        if peers.insert(id, addr).is_some() {
+    for (id, addr) in &args.peers {
+        if peers.insert(*id, addr.clone()).is_some() {
             anyhow::bail!("--peer lists node {id} twice");
         }
     }
-    let config = ReplicaConfig {
-        id: args.id,
-        data_dir: args.data_dir,
-        client_addr: args.listen,
-        raft_addr: args.raft,
-        peers,
-        tick: args.tick,
-        super_user: args.super_user,
-    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let replica = Replica::start(config).await?;
-        eprintln!(
-            "squall node {}: serving ZooKeeper clients on {}{}",
-            args.id,
-            replica.client_addr(),
-            replica.raft_addr().map(|a| format!(", peers on {a}")).unwrap_or_default()
-        );
+        let replica = match (&args.coordinator, &args.data_dir) {
+            (None, Some(data_dir)) => {
+                let config = ReplicaConfig {
+                    id: args.id,
+                    data_dir: data_dir.clone(),
+                    client_addr: args.listen,
+                    raft_addr: args.raft,
+                    peers,
+                    tick: args.tick,
+                    super_user: args.super_user.clone(),
+                };
+                let replica = Replica::start(config).await?;
+                eprintln!(
+                    "squall node {}: serving ZooKeeper clients on {}{}",
+                    args.id,
+                    replica.client_addr(),
+                    replica.raft_addr().map(|a| format!(", peers on {a}")).unwrap_or_default()
+                );
+                Some(replica)
+            }
+            _ => None,
+        };
+        let target = match (&args.coordinator, &replica) {
+            (Some(coordinator), _) => coordinator.clone(),
+            (None, Some(replica)) => replica.client_addr().to_string(),
+            (None, None) => anyhow::bail!("--data-dir or --coordinator is needed"),
+        };
         let roles = args.slots.map(|slots| {
             let info = NodeInfo {
                 id: args.id.to_string(),
-                host: replica.client_addr().ip().to_string(),
+                host: args.host.clone().unwrap_or_else(|| args.listen.ip().to_string()),
                 slots,
                 worker_port: args.worker_port,
                 kinds: registry.spout_kinds().chain(registry.bolt_kinds()).map(str::to_string).collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             };
-            let target = replica.client_addr().to_string();
             let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone()));
-            (tokio::spawn(super::cluster::run_roles(target, info)), supervisor)
+            (tokio::spawn(super::cluster::run_roles(target.clone(), info)), supervisor)
         });
         wait_for_signal().await?;
         if let Some((roles, supervisor)) = roles {
@@ -102,7 +122,9 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
             let _ = supervisor.await;
         }
         eprintln!("squall node {}: stopping", args.id);
-        replica.shutdown().await;
+        if let Some(replica) = replica {
+            replica.shutdown().await;
+        }
         Ok(())
     })
 }
