@@ -145,3 +145,34 @@ async fn deploy_is_checked_and_the_master_schedules_and_reschedules_fenced() {
     assert_eq!(assignment(&admin, "demo").await, second);
     replica.shutdown().await;
 }
+
+/// Guarantee: a rebalance from 2 to 3 workers moves only tasks onto the new worker, and no
+/// more than it takes to even the spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_moves_only_the_tasks_it_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::start(ReplicaConfig::standalone(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+    assert!(replica.wait_ready(DEADLINE).await);
+    let admin = client(&replica).await;
+    for id in ["a", "b", "c"] {
+        membership::register(&admin, &node(id, &["idle", "sink"])).await.unwrap();
+    }
+    topologies::deploy(&admin, &registry(), TOPOLOGY, "demo.yaml", None).await.unwrap();
+    let candidate = Candidate::join(&admin, "a").await.unwrap();
+    let fence = Fence { epoch: candidate.lead().await.unwrap().epoch };
+    schedule_round(&admin, fence).await.unwrap();
+    let before = assignment(&admin, "demo").await;
+    assert_eq!(before.workers().len(), 2);
+
+    topologies::rebalance(&admin, "demo", 3).await.unwrap();
+    assert_eq!(schedule_round(&admin, fence).await.unwrap().written, vec!["demo".to_string()]);
+    let after = assignment(&admin, "demo").await;
+    assert_eq!(after.workers().len(), 3);
+    let moved = after.moved_since(&before);
+    let new_worker = after.workers().iter().find(|w| before.tasks_of(&w.node, w.slot).is_none()).unwrap();
+    assert!(!moved.is_empty() && moved.iter().all(|t| new_worker.tasks.contains(*t)), "{moved:?}");
+    let total = after.layout().task_count() as usize;
+    assert_eq!(moved.len(), new_worker.tasks.len() as usize);
+    assert!(moved.len() <= total.div_ceil(3), "moved {} of {total}", moved.len());
+    replica.shutdown().await;
+}

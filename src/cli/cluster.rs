@@ -98,6 +98,33 @@ pub(crate) fn kill(args: KillArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub(crate) struct RebalanceArgs {
+    /// The deployed topology.
+    name: String,
+    /// How many workers it should run on.
+    #[arg(long)]
+    workers: u32,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+pub(crate) fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
+        match topologies::rebalance(&client, &args.name, args.workers).await {
+            Ok(()) => Ok(()),
+            Err(zk::Error::NoNode) => Err(anyhow::anyhow!("no topology named '{}' is deployed", args.name)),
+            Err(e) => Err(e.into()),
+        }
+    })?;
+    out!("rebalancing {} to {} workers: the master moves as few tasks as it can", args.name, args.workers);
+    Ok(())
+}
+
+#[derive(Args)]
 pub(crate) struct StatusArgs {
     /// A deployed topology (without it: every topology, as `list` prints them).
     name: Option<String>,

@@ -58,6 +58,8 @@ enum Command {
     Kill(cluster::KillArgs),
     /// A deployed topology's components: where their tasks run, their counts and latency.
     Status(cluster::StatusArgs),
+    /// Changes how many workers a deployed topology runs on, moving as few tasks as it can.
+    Rebalance(cluster::RebalanceArgs),
     /// Runs one worker of a deployed topology (started by a node's supervisor).
     Worker(worker::WorkerArgs),
     /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
@@ -89,6 +91,7 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::List(args) => cluster::list(args),
         Command::Kill(args) => cluster::kill(args),
         Command::Status(args) => cluster::status(args),
+        Command::Rebalance(args) => cluster::rebalance(args),
         Command::Worker(args) => worker::run(&registry, args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {

@@ -30,13 +30,19 @@ pub struct TopologyRecord {
     pub spec: String,
     /// Its status.
     pub status: Status,
+    /// Workers wanted, when `rebalance` changed it from the file's `workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
 }
 
 impl TopologyRecord {
-    /// The spec, parsed again, under its deployed name.
+    /// The spec, parsed again, under its deployed name and with its current worker count.
     pub fn parse(&self) -> Result<TopologySpec, String> {
         let mut spec = TopologySpec::parse(&self.spec, &paths::topology(&self.name)).map_err(|e| e.to_string())?;
         spec.name = self.name.clone();
+        if let Some(workers) = self.workers {
+            spec.workers = workers;
+        }
         Ok(spec)
     }
 }
@@ -86,7 +92,8 @@ pub async fn deploy(
             return Err(DeployError::UnknownKind { kind: kind.clone(), component: component.clone() });
         }
     }
-    let record = TopologyRecord { name: spec.name.clone(), spec: yaml.to_string(), status: Status::Active };
+    let record =
+        TopologyRecord { name: spec.name.clone(), spec: yaml.to_string(), status: Status::Active, workers: None };
     super::ensure_skeleton(client).await?;
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let data = serde_json::to_vec(&record).expect("plain data serializes");
@@ -100,11 +107,22 @@ pub async fn deploy(
 /// Marks topology `name` killed: the master then removes its assignment and its record, and the
 /// supervisors stop its workers. Fails with `NoNode` if no such topology is deployed.
 pub async fn kill(client: &zk::Client, name: &str) -> Result<(), zk::Error> {
+    update(client, name, |record| record.status = Status::Killed).await
+}
+
+/// Asks for `workers` workers for topology `name`: the master moves as few tasks as it can.
+/// Fails with `NoNode` if no such topology is deployed.
+pub async fn rebalance(client: &zk::Client, name: &str, workers: u32) -> Result<(), zk::Error> {
+    update(client, name, |record| record.workers = Some(workers)).await
+}
+
+/// Changes topology `name`'s record with `change`, retrying on a concurrent change.
+async fn update(client: &zk::Client, name: &str, change: impl Fn(&mut TopologyRecord)) -> Result<(), zk::Error> {
     loop {
         let (data, stat) = client.get_data(&paths::topology(name)).await?;
         let mut record: TopologyRecord =
             serde_json::from_slice(&data).map_err(|e| zk::Error::UnexpectedError(format!("{name}: {e}")))?;
-        record.status = Status::Killed;
+        change(&mut record);
         let data = serde_json::to_vec(&record).expect("plain data serializes");
         match client.set_data(&paths::topology(name), &data, Some(stat.version)).await {
             Ok(_) => return Ok(()),
