@@ -938,3 +938,81 @@ async fn a_node_joins_an_existing_ensemble_with_coordinator_and_runs_workers() {
     }
     assert_eq!(client.get_data("/squall/master/epoch").await.unwrap().0, b"9");
 }
+
+/// Guarantee: a node whose coordinator is away (the ensemble lost its quorum for a few
+/// seconds) keeps its workers running — the same processes — and goes on once the store is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_keep_running_while_the_coordinator_is_away() {
+    let mut ensemble = Ensemble::start();
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("node9.log");
+    let log = File::create(&log_path).unwrap();
+    let worker_port = free_ports(2).port().to_string();
+    let _node = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(["node", "--id", "9", "--coordinator", &target, "--slots", "2", "--worker-port", &worker_port])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let yaml = "name: idle\nworkers: 2\nspouts:\n  - { id: gen, kind: generator, args: { rate: 100 } }\n\
+                bolts:\n  - { id: drop, kind: filter, args: { field: line, equals: never }, inputs: [ { from: gen } ] }\n";
+    let file = dir.path().join("idle.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
+        assert!(Instant::now() < deadline, "node 9 did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let pids = |client: zk::Client| async move {
+        let mut pids = BTreeMap::new();
+        for worker in client.list_children("/squall/workers/idle").await.unwrap_or_default() {
+            if let Ok((data, _)) = client.get_data(&format!("/squall/workers/idle/{worker}")).await {
+                let about: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                pids.insert(worker, about["pid"].as_i64().unwrap());
+            }
+        }
+        pids
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let before = loop {
+        let pids = pids(client.clone()).await;
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "the workers did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(client);
+
+    // The store loses its quorum for longer than the sessions' timeout.
+    ensemble.kill(1);
+    ensemble.kill(2);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (worker, pid) in &before {
+        assert_eq!(unsafe { libc::kill(*pid as i32, 0) }, 0, "worker {worker} died while the store was away");
+    }
+    ensemble.spawn(1);
+    ensemble.spawn(2);
+    ensemble.wait_for_leader().await;
+    let client = connect(&ensemble.connect_string()).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = pids(client.clone()).await;
+        if now == before {
+            break;
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the workers did not come back as they were: {now:?} vs {before:?}: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

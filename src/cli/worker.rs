@@ -116,13 +116,33 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut report = tokio::time::interval(STATS_EVERY);
+        let mut client = client;
         let why = 'run: loop {
-            let (_, _, changed) = match client.get_and_watch_data(&paths::assignment(&args.topology)).await {
-                Ok(watched) => watched,
+            let watched = client.get_and_watch_data(&paths::assignment(&args.topology)).await;
+            let changed = match watched {
+                Ok((_, _, watcher)) => Some(watcher),
                 Err(zk::Error::NoNode) => break "the topology's assignment was removed".to_string(),
-                Err(e) => break format!("coordinator: {e}"),
+                // The store is away: keep running, and look again in a moment (with a new
+                // session, if ours expired meanwhile).
+                Err(e) => {
+                    tracing::warn!("worker {me}: coordinator: {e}; running on");
+                    if e == zk::Error::SessionExpired {
+                        if let Ok(fresh) = super::cluster::connect(&args.coordinator, Duration::from_secs(2)).await {
+                            let about = about(&listen.to_string(), &run);
+                            if fresh.create(&znode, about.as_bytes(), &ephemeral).await.is_ok() {
+                                client = fresh;
+                            }
+                        }
+                    }
+                    None
+                }
             };
-            let changed = changed.changed();
+            let changed = async move {
+                match changed {
+                    Some(watcher) => drop(watcher.changed().await),
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
             tokio::pin!(changed);
             loop {
                 tokio::select! {
@@ -142,7 +162,10 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
                     Err(e @ (WorkerError::TasksChanged(_) | WorkerError::NotAssigned { .. })) => break e.to_string(),
                     Err(e) => tracing::warn!("worker {me}: cannot apply the new assignment: {e}"),
                 },
-                Err(e) => break format!("{e:#}"),
+                Err(e) if e.downcast_ref::<zk::Error>() == Some(&zk::Error::NoNode) => {
+                    break "the topology's assignment was removed".to_string();
+                }
+                Err(e) => tracing::warn!("worker {me}: cannot read the assignment: {e:#}; running on"),
             }
         };
         eprintln!("squall worker {me} of '{}': stopping: {why}", args.topology);
