@@ -5,6 +5,10 @@
 //! every spout is done and every tuple tree is complete, when the duration is up, or when a
 //! [`Stopper`] says so. Stopping is orderly: spouts stop emitting, then each bolt drains its
 //! queue, flushes and cleans up once everything upstream of it has stopped.
+//!
+//! The same wiring runs a cluster worker's share of a topology ([`crate::worker`]): the tasks
+//! it does not run are reached through their worker's forwarder instead of a queue, and their
+//! queues are left open for the messages other workers send.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

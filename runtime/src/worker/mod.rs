@@ -318,6 +318,8 @@ impl WorkerRun {
             return Err(WorkerError::TasksChanged(self.id.to_string()));
         }
         let addresses = peer_addresses(assignment, &self.id, peers)?;
+        // The transport knows every new peer before a forwarder sends to it.
+        let unsent = self.routing.transport.set_peers(addresses.iter().map(|(w, a)| (w.clone(), a.clone())));
         for route in self.remote.iter().flatten() {
             let owner = owner_of(assignment, route.task());
             if route.peer() != owner {
@@ -325,7 +327,8 @@ impl WorkerRun {
             }
         }
         self.routing.peers.retain(|peer, _| addresses.contains_key(peer));
-        let unsent = self.routing.transport.set_peers(addresses);
+        // Forwarders of peers that left end on their own; forget those that have.
+        self.routing.forwarders.retain(|f| !f.is_finished());
         for envelope in unsent {
             let sent = match self.remote.get(envelope.to as usize) {
                 Some(Some(route)) => route.resend(envelope.message),

@@ -236,6 +236,38 @@ impl Cluster {
         }
     }
 
+    /// Stops workers `moved`, starts them again on new ports with `assignment`, and applies it
+    /// to the others.
+    fn reassign(&mut self, assignment: Assignment, moved: &[usize]) {
+        for &i in moved {
+            self.stop_worker(i);
+        }
+        self.assignment = assignment;
+        for &i in moved {
+            self.peers.insert(worker_id(&format!("n{i}"), 0), free_addrs(1)[0].to_string());
+        }
+        for &i in moved {
+            let node = format!("n{i}");
+            let listen = self.peers[&worker_id(&node, 0)].parse().expect("an address");
+            let worker = WorkerRun::start(
+                &self.topology,
+                &self.assignment,
+                (&node, 0),
+                listen,
+                &self.peers,
+                self.options.clone(),
+            )
+            .expect("the worker starts with its new tasks");
+            self.workers[i] = Some(worker);
+        }
+        for (i, worker) in self.workers.iter_mut().enumerate() {
+            if !moved.contains(&i) {
+                let worker = worker.as_mut().expect("running");
+                worker.update(&self.assignment, &self.peers).expect("the same tasks, peers moved");
+            }
+        }
+    }
+
     fn stop(self) -> Vec<WorkerReport> {
         self.workers.into_iter().flatten().map(WorkerRun::stop).collect()
     }
@@ -323,4 +355,126 @@ fn a_worker_stopped_mid_run_loses_trees_that_are_replayed_until_every_sentence_i
     let stats = &spout_report.component("sentences").unwrap().stats;
     assert_eq!(stats.acked, SENTENCES, "each sentence acked exactly once");
     assert!(stats.timed_out > 0, "trees through the stopped worker timed out");
+}
+
+/// `assignment` with the tasks of workers `a` and `b` swapped.
+fn swapped(assignment: &Assignment, a: &str, b: &str) -> Assignment {
+    let mut json: serde_json::Value = serde_json::from_str(&assignment.to_json()).expect("JSON");
+    let workers = json["workers"].as_array_mut().expect("workers");
+    let index = |node: &str| workers.iter().position(|w| w["node"] == node).expect("a worker on the node");
+    let (i, j) = (index(a), index(b));
+    let tasks = workers[i]["tasks"].take();
+    workers[i]["tasks"] = workers[j]["tasks"].take();
+    workers[j]["tasks"] = tasks;
+    Assignment::from_json(json.to_string().as_bytes()).expect("a valid assignment")
+}
+
+#[test]
+fn tasks_that_move_between_other_workers_are_followed_without_losing_a_tree() {
+    const SENTENCES: u64 = 1000;
+    const FIRST: u64 = 300;
+    let observed = Arc::new(Observed::default());
+    observed.gate.store(FIRST, Ordering::SeqCst);
+    let topology = word_count(SENTENCES, TopologyConfig::default(), &observed);
+    let mut cluster = Cluster::start(topology, 3, WorkerOptions::default());
+    let stays = cluster.worker_of(0);
+    let moved: Vec<usize> = (0..3).filter(|&i| i != stays).collect();
+    eventually("the first sentences are acked", || observed.acked() as u64 == FIRST);
+
+    // No tree is in flight: every message after this follows the new assignment.
+    let before = cluster.assignment.clone();
+    let after = swapped(&before, &format!("n{}", moved[0]), &format!("n{}", moved[1]));
+    assert_ne!(before.tasks_of(&format!("n{}", moved[0]), 0), after.tasks_of(&format!("n{}", moved[0]), 0));
+    cluster.reassign(after, &moved);
+    // A worker whose own tasks change is restarted, not updated.
+    let moved_worker = cluster.workers[moved[0]].as_mut().expect("running");
+    let refused = moved_worker.update(&before, &cluster.peers);
+    assert!(matches!(refused, Err(WorkerError::TasksChanged(_))), "{refused:?}");
+
+    observed.gate.store(SENTENCES, Ordering::SeqCst);
+    eventually("every sentence is acked", || observed.acked() as u64 == SENTENCES);
+    let reports = cluster.stop();
+    assert_eq!(observed.fails.load(Ordering::Relaxed), 0, "no tree failed");
+    assert_eq!(observed.emits.load(Ordering::Relaxed), SENTENCES, "nothing was replayed");
+    let collected = lock(&observed.collected);
+    let words: usize = (0..SENTENCES).map(|id| sentence(id).len()).sum();
+    assert_eq!(collected.len(), words, "every word of every sentence was counted");
+    let stayed = &reports.iter().find(|r| r.run.component("sentences").is_some()).expect("the spout's worker");
+    assert_eq!((stayed.stats.dropped, stayed.stats.misrouted), (0, 0), "{:?}", stayed.stats);
+}
+
+#[test]
+fn a_worker_that_cannot_start_says_why() {
+    let observed = Arc::new(Observed::default());
+    let topology = word_count(10, TopologyConfig::default(), &observed);
+    let layout = TaskLayout::of_topology(&topology).expect("a layout");
+    let nodes = [LiveNode::new("n0", 1, ["rust"]), LiveNode::new("n1", 1, ["rust"])];
+    let assignment = schedule(&layout, &nodes, None, 2, 1).expect("an assignment");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let listen = free_addrs(1)[0];
+    let peers: BTreeMap<String, String> =
+        [("n0-0", listen.to_string()), ("n1-0", taken.local_addr().unwrap().to_string())]
+            .map(|(w, a)| (w.to_string(), a))
+            .into();
+    let start = |topology: &Topology, me: (&str, u32), listen, peers: &BTreeMap<String, String>| {
+        WorkerRun::start(topology, &assignment, me, listen, peers, WorkerOptions::default()).map(|_| ())
+    };
+
+    let err = start(&topology, ("n2", 0), listen, &peers).unwrap_err();
+    assert!(matches!(err, WorkerError::NotAssigned { .. }), "{err}");
+    let err = start(&topology, ("n0", 0), listen, &BTreeMap::new()).unwrap_err();
+    assert!(matches!(&err, WorkerError::NoAddress(w) if w == "n1-0"), "{err}");
+    let other = word_count(10, TopologyConfig { ackers: 1, acking: false, ..TopologyConfig::default() }, &observed);
+    let err = start(&other, ("n0", 0), listen, &peers).unwrap_err();
+    assert!(matches!(err, WorkerError::LayoutMismatch(_)), "{err}");
+    let err = start(&topology, ("n1", 0), taken.local_addr().unwrap(), &peers).unwrap_err();
+    assert!(matches!(err, WorkerError::Listen { .. }), "{err}");
+    assert!(err.to_string().contains(&taken.local_addr().unwrap().to_string()), "{err}");
+}
+
+/// Tuples per second from a spout on one worker through bolts on the other (acking off):
+/// `cargo test --release -p squall-runtime --lib worker::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn throughput_across_two_workers() {
+    struct Endless(u64);
+    impl Spout for Endless {
+        fn next_tuple(&mut self, out: &mut SpoutOutput<'_>) {
+            self.0 += 1;
+            out.emit(values![self.0, VOCABULARY[(self.0 % 12) as usize]]);
+        }
+    }
+    struct Sink;
+    impl Bolt for Sink {
+        fn execute(&mut self, _: &Tuple, _: &mut BoltOutput<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+    let mut builder = TopologyBuilder::new("cluster-throughput");
+    builder.config(TopologyConfig { acking: false, batch_size: 1024, ..TopologyConfig::default() });
+    builder.spout("numbers", 1, spout_fn(["n", "word"], |_| Endless(0)));
+    builder.bolt("sink", 1, bolt_fn(["unused"; 0], |_| Sink)).fields("numbers", &["word"]);
+    let topology = builder.build().expect("a valid topology");
+    let layout = TaskLayout::of_topology(&topology).expect("a layout");
+    let nodes = [LiveNode::new("n0", 1, ["rust"]), LiveNode::new("n1", 1, ["rust"])];
+    let assignment = schedule(&layout, &nodes, None, 2, 1).expect("an assignment");
+    assert_ne!(assignment.worker_of(0), assignment.worker_of(1), "spout and sink on different workers");
+    let addrs = free_addrs(2);
+    let peers: BTreeMap<String, String> =
+        [("n0-0", addrs[0]), ("n1-0", addrs[1])].map(|(w, a)| (w.to_string(), a.to_string())).into();
+    let options = WorkerOptions { duration: Some(Duration::from_secs(3)), ..WorkerOptions::default() };
+    let workers: Vec<WorkerRun> = (0..2)
+        .map(|i| {
+            let node = format!("n{i}");
+            WorkerRun::start(&topology, &assignment, (&node, 0), addrs[i], &peers, options.clone()).expect("starts")
+        })
+        .collect();
+    let reports: Vec<WorkerReport> = workers.into_iter().map(WorkerRun::wait).collect();
+    let sink = reports.iter().find_map(|r| r.run.component("sink")).expect("a sink");
+    let seconds = reports[0].run.elapsed.as_secs_f64();
+    println!(
+        "{:.0} tuples/s across two workers ({} tuples in {seconds:.1} s)",
+        sink.stats.executed as f64 / seconds,
+        sink.stats.executed
+    );
 }
