@@ -898,17 +898,7 @@ async fn a_node_joins_an_existing_ensemble_with_coordinator_and_runs_workers() {
     ensemble.wait_for_leader().await;
     let target = ensemble.connect_string();
     let dir = tempfile::tempdir().unwrap();
-    let log = File::create(dir.path().join("node9.log")).unwrap();
-    let worker_port = free_ports(2).port().to_string();
-    let _node = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_squall"))
-            .args(["node", "--id", "9", "--coordinator", &target, "--slots", "2", "--worker-port", &worker_port])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _node = join_node_nine(&target, dir.path());
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "a b\nb c\nc d\n").unwrap();
     let out = dir.path().join("out.jsonl");
@@ -1014,5 +1004,80 @@ async fn workers_keep_running_while_the_coordinator_is_away() {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         assert!(Instant::now() < deadline, "the workers did not come back as they were: {now:?} vs {before:?}: {log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts node 9, which joins `target` with `--coordinator` and 2 slots; its log is in `dir`.
+fn join_node_nine(target: &str, dir: &std::path::Path) -> KillOnDrop {
+    let log = File::create(dir.join("node9.log")).unwrap();
+    let worker_port = free_ports(2).port().to_string();
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(["node", "--id", "9", "--coordinator", target, "--slots", "2", "--worker-port", &worker_port])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// What topology `name`'s workers last published as emitted by component `component`.
+async fn emitted(client: &zk::Client, name: &str, component: &str) -> u64 {
+    let mut total = 0;
+    for worker in client.list_children(&format!("/squall/workers/{name}")).await.unwrap_or_default() {
+        if let Ok((data, _)) = client.get_data(&format!("/squall/workers/{name}/{worker}")).await {
+            let about: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            total += about["components"][component]["emitted"].as_u64().unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Guarantee: `deactivate` pauses a running topology's spouts and `activate` resumes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
+    let ensemble = Ensemble::start();
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let dir = tempfile::tempdir().unwrap();
+    let _node = join_node_nine(&target, dir.path());
+    let yaml = "name: paced\nworkers: 1\nspouts:\n  - { id: gen, kind: generator, args: { rate: 500 } }\n\
+                bolts:\n  - { id: drop, kind: filter, args: { field: line, equals: never }, inputs: [ { from: gen } ] }\n";
+    let file = dir.path().join("paced.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let client = connect(&target).await;
+    let deadline = Instant::now() + DEADLINE;
+    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
+        assert!(Instant::now() < deadline, "node 9 did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    while emitted(&client, "paced", "gen").await == 0 {
+        assert!(Instant::now() < deadline, "the spout never emitted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let paused = squall(&["deactivate", "paced", "--coordinator", &target]);
+    assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
+    // Paused once two published counts 2.5 s apart are equal.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let before = emitted(&client, "paced", "gen").await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        if emitted(&client, "paced", "gen").await == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spout did not pause");
+    }
+    let stopped_at = emitted(&client, "paced", "gen").await;
+    let resumed = squall(&["activate", "paced", "--coordinator", &target]);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let deadline = Instant::now() + DEADLINE;
+    while emitted(&client, "paced", "gen").await <= stopped_at {
+        assert!(Instant::now() < deadline, "the spout did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -380,6 +380,12 @@ impl LocalRun {
     }
 
     /// A handle that stops the run from anywhere.
+    /// Pauses (`false`) or resumes (`true`) the spouts: each calls its `deactivate` or
+    /// `activate` and stops or starts emitting; bolts go on draining what is in flight.
+    pub fn set_active(&self, active: bool) {
+        self.control.active.store(active, Ordering::Relaxed);
+    }
+
     pub fn stopper(&self) -> Stopper {
         Stopper { control: self.control.clone(), events: self.events_tx.clone() }
     }

@@ -98,6 +98,31 @@ pub(crate) fn kill(args: KillArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub(crate) struct ActivateArgs {
+    /// The deployed topology.
+    name: String,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+/// `squall activate` (`active`) or `squall deactivate`.
+pub(crate) fn set_active(args: ActivateArgs, active: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
+        match topologies::set_active(&client, &args.name, active).await {
+            Ok(()) => Ok(()),
+            Err(zk::Error::NoNode) => Err(anyhow::anyhow!("no topology named '{}' is deployed", args.name)),
+            Err(e) => Err(e.into()),
+        }
+    })?;
+    let what = if active { "its spouts resume" } else { "its spouts pause; bolts finish what is in flight" };
+    out!("{} {}: {what} within a few seconds", if active { "activated" } else { "deactivated" }, args.name);
+    Ok(())
+}
+
+#[derive(Args)]
 pub(crate) struct RebalanceArgs {
     /// The deployed topology.
     name: String,

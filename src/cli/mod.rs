@@ -60,6 +60,10 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Changes how many workers a deployed topology runs on, moving as few tasks as it can.
     Rebalance(cluster::RebalanceArgs),
+    /// Resumes a deactivated topology's spouts.
+    Activate(cluster::ActivateArgs),
+    /// Pauses a topology's spouts (its bolts finish what is in flight).
+    Deactivate(cluster::ActivateArgs),
     /// Runs one worker of a deployed topology (started by a node's supervisor).
     Worker(worker::WorkerArgs),
     /// A ZooKeeper client shell: ls, get, stat, create, set, delete, watch.
@@ -92,6 +96,8 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Kill(args) => cluster::kill(args),
         Command::Status(args) => cluster::status(args),
         Command::Rebalance(args) => cluster::rebalance(args),
+        Command::Activate(args) => cluster::set_active(args, true),
+        Command::Deactivate(args) => cluster::set_active(args, false),
         Command::Worker(args) => worker::run(&registry, args),
         Command::Zk(args) => zk::run(args),
         Command::Kinds => {

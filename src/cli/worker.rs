@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use squall_runtime::Registry;
-use squall_runtime::cluster::topologies::TopologyRecord;
+use squall_runtime::cluster::topologies::{Status, TopologyRecord};
 use squall_runtime::cluster::{membership, paths};
 use squall_runtime::scheduler::Assignment;
 use squall_runtime::worker::{WorkerError, WorkerOptions, WorkerRun, worker_id};
@@ -42,6 +42,16 @@ fn about(addr: &str, run: &WorkerRun) -> String {
         );
     }
     serde_json::json!({ "addr": addr, "pid": std::process::id(), "components": components }).to_string()
+}
+
+/// Pauses or resumes the spouts as the topology's status says (`squall deactivate` /
+/// `activate`); checked with the counts, every [`STATS_EVERY`].
+async fn follow_status(client: &zk::Client, topology: &str, run: &WorkerRun) {
+    if let Ok((data, _)) = client.get_data(&paths::topology(topology)).await {
+        if let Ok(record) = serde_json::from_slice::<TopologyRecord>(&data) {
+            run.set_active(record.status == Status::Active);
+        }
+    }
 }
 
 #[derive(Args)]
@@ -153,6 +163,7 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
                         if let Err(e) = client.set_data(&znode, about(&listen.to_string(), &run).as_bytes(), None).await {
                             tracing::debug!("worker {me}: cannot publish its counts: {e}");
                         }
+                        follow_status(&client, &args.topology, &run).await;
                     }
                 }
             }

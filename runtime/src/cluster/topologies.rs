@@ -110,6 +110,18 @@ pub async fn kill(client: &zk::Client, name: &str) -> Result<(), zk::Error> {
     update(client, name, |record| record.status = Status::Killed).await
 }
 
+/// Sets topology `name`'s status to active or inactive: its workers' spouts resume or pause.
+/// Fails with `NoNode` if no such topology is deployed.
+pub async fn set_active(client: &zk::Client, name: &str, active: bool) -> Result<(), zk::Error> {
+    let status = if active { Status::Active } else { Status::Inactive };
+    update(client, name, |record| {
+        if record.status != Status::Killed {
+            record.status = status;
+        }
+    })
+    .await
+}
+
 /// Asks for `workers` workers for topology `name`: the master moves as few tasks as it can.
 /// Fails with `NoNode` if no such topology is deployed.
 pub async fn rebalance(client: &zk::Client, name: &str, workers: u32) -> Result<(), zk::Error> {

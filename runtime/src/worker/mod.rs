@@ -302,6 +302,11 @@ impl WorkerRun {
         self.run.stopper()
     }
 
+    /// Pauses or resumes this worker's spouts (see [`LocalRun::set_active`]).
+    pub fn set_active(&self, active: bool) {
+        self.run.set_active(active);
+    }
+
     /// Applies a new assignment that keeps this worker's tasks: peers that moved are reached
     /// at their new address, new peers get a forwarder, and each remote task's later messages
     /// go to the worker that now runs it. Messages still queued in the transport for a worker
