@@ -898,7 +898,7 @@ async fn a_node_joins_an_existing_ensemble_with_coordinator_and_runs_workers() {
     ensemble.wait_for_leader().await;
     let target = ensemble.connect_string();
     let dir = tempfile::tempdir().unwrap();
-    let _node = join_node_nine(&target, dir.path());
+    let (_node, _) = join_node_nine(&target, dir.path());
     let input = dir.path().join("in.txt");
     std::fs::write(&input, "a b\nb c\nc d\n").unwrap();
     let out = dir.path().join("out.jsonl");
@@ -1007,19 +1007,34 @@ async fn workers_keep_running_while_the_coordinator_is_away() {
     }
 }
 
-/// Starts node 9, which joins `target` with `--coordinator` and 2 slots; its log is in `dir`.
-fn join_node_nine(target: &str, dir: &std::path::Path) -> KillOnDrop {
+/// Starts node 9, which joins `target` with `--coordinator` and 2 slots, serving HTTP on
+/// a free port it returns; its log is in `dir`.
+fn join_node_nine(target: &str, dir: &std::path::Path) -> (KillOnDrop, SocketAddr) {
     let log = File::create(dir.join("node9.log")).unwrap();
     let worker_port = free_ports(2).port().to_string();
-    KillOnDrop(
+    let http = free_addr();
+    let node = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_squall"))
             .args(["node", "--id", "9", "--coordinator", target, "--slots", "2", "--worker-port", &worker_port])
+            .args(["--http", &http.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap(),
-    )
+    );
+    (node, http)
+}
+
+/// The body of `GET path` on `addr`, if it answers 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
 /// What topology `name`'s workers last published as emitted by component `component`.
@@ -1041,7 +1056,7 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
     ensemble.wait_for_leader().await;
     let target = ensemble.connect_string();
     let dir = tempfile::tempdir().unwrap();
-    let _node = join_node_nine(&target, dir.path());
+    let (_node, http) = join_node_nine(&target, dir.path());
     let yaml = "name: paced\nworkers: 1\nspouts:\n  - { id: gen, kind: generator, args: { rate: 500 } }\n\
                 bolts:\n  - { id: drop, kind: filter, args: { field: line, equals: never }, inputs: [ { from: gen } ] }\n";
     let file = dir.path().join("paced.yaml");
@@ -1073,6 +1088,13 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
         assert!(Instant::now() < deadline, "the spout did not pause");
     }
     let stopped_at = emitted(&client, "paced", "gen").await;
+    // The node's HTTP endpoint reports the same counts.
+    let metrics = tokio::task::spawn_blocking(move || http_get(http, "/metrics")).await.unwrap().unwrap();
+    let line = format!("squall_tuples_emitted_total{{node=\"9\",topology=\"paced\",component=\"gen\"}} {stopped_at}");
+    assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    let status = tokio::task::spawn_blocking(move || http_get(http, "/status")).await.unwrap().unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["workers"].as_array().unwrap().len(), 1, "{status}");
     let resumed = squall(&["activate", "paced", "--coordinator", &target]);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     let deadline = Instant::now() + DEADLINE;

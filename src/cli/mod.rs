@@ -20,6 +20,7 @@ macro_rules! out_part {
 
 mod bench;
 mod cluster;
+mod http;
 mod local;
 mod node;
 mod supervisor;

@@ -55,6 +55,10 @@ pub(crate) struct NodeArgs {
     /// ZooKeeper) for the cluster roles only. Needs --slots.
     #[arg(long, requires = "slots", conflicts_with_all = ["data_dir", "raft", "peers", "super_user"])]
     coordinator: Option<String>,
+    /// Serves Prometheus metrics (/metrics) and a JSON status (/status) of this node's workers
+    /// on this address. Needs --slots.
+    #[arg(long, requires = "slots")]
+    http: Option<SocketAddr>,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -102,6 +106,10 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
             (None, Some(replica)) => replica.client_addr().to_string(),
             (None, None) => anyhow::bail!("--data-dir or --coordinator is needed"),
         };
+        let http = match args.http {
+            Some(addr) => Some(super::http::bind(addr).await?),
+            None => None,
+        };
         let roles = args.slots.map(|slots| {
             let info = NodeInfo {
                 id: args.id.to_string(),
@@ -111,6 +119,9 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
                 kinds: registry.spout_kinds().chain(registry.bolt_kinds()).map(str::to_string).collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             };
+            if let Some(listener) = http {
+                tokio::spawn(super::http::serve(listener, target.clone(), info.id.clone()));
+            }
             let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone()));
             (tokio::spawn(super::cluster::run_roles(target.clone(), info)), supervisor)
         });
