@@ -241,7 +241,7 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
             created.unwrap();
         }
     }
-    ensemble.restart(behind).await;
+    ensemble.restart_serving(behind).await;
     let reader = client(&ensemble.addr(behind).to_string()).await;
     common::eventually("the restarted replica to hold every znode", || async {
         reader.sync("/bulk").await.is_ok()

@@ -90,6 +90,12 @@ impl Ensemble {
         self.replicas.insert(id, replica);
     }
 
+    /// [`Ensemble::restart`], then waits until the replica follows a leader and serves.
+    pub async fn restart_serving(&mut self, id: u64) {
+        self.restart(id).await;
+        assert!(self.replicas[&id].wait_ready(Duration::from_secs(20)).await, "replica {id} does not serve again");
+    }
+
     /// Shuts every running replica down.
     pub async fn shutdown(self) {
         for replica in self.replicas.into_values() {
