@@ -1030,7 +1030,10 @@ fn join_node_nine(target: &str, dir: &std::path::Path) -> (KillOnDrop, SocketAdd
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    // In two pieces, as a client may send it: the server must wait for the whole line.
+    stream.set_nodelay(true).ok()?;
+    stream.write_all(b"GET ").ok()?;
+    stream.write_all(format!("{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;

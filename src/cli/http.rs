@@ -39,9 +39,18 @@ pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn respond(mut stream: TcpStream, client: &zk::Client, node: &str) -> anyhow::Result<()> {
-    let mut request = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await??;
-    let head = String::from_utf8_lossy(&request[..n]);
+    // The request line may come in pieces: read until it is whole (or 4 KiB, or 5 s).
+    let mut request = Vec::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !request.windows(2).any(|w| w == b"\r\n") && request.len() < 4096 {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await??;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&request);
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     match (head.split_whitespace().next(), path.as_str()) {
         (Some("GET"), "/status") => {
