@@ -1052,7 +1052,9 @@ async fn emitted(client: &zk::Client, name: &str, component: &str) -> u64 {
     total
 }
 
-/// Guarantee: `deactivate` pauses a running topology's spouts and `activate` resumes them.
+/// Guarantee: `deactivate` pauses a running topology's spouts and `activate` resumes them; a
+/// live setting changed with `squall config` is applied by the running worker, and `status`
+/// shows the version each worker applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
     let ensemble = Ensemble::start();
@@ -1104,5 +1106,23 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
     while emitted(&client, "paced", "gen").await <= stopped_at {
         assert!(Instant::now() < deadline, "the spout did not resume");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A live setting reaches the running worker, and `status` says which version it applied.
+    let refused = squall(&["config", "paced", "workers=3", "--coordinator", &target]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot change while the topology runs"), "{refused:?}");
+    for (setting, version) in [("max_spout_pending=50", "v0"), ("max_spout_pending=80", "v1")] {
+        let changed = squall(&["config", "paced", setting, "--coordinator", &target]);
+        assert!(changed.status.success(), "{}", String::from_utf8_lossy(&changed.stderr));
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let status = squall(&["status", "paced", "--coordinator", &target]);
+            let status = String::from_utf8_lossy(&status.stdout).to_string();
+            if status.contains(&format!("live configuration applied by each worker: 9-0 {version}")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{setting} was not applied: {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

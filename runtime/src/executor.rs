@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
@@ -32,11 +32,17 @@ pub(crate) struct Control {
     pub(crate) stop: AtomicBool,
     /// Whether spouts emit.
     pub(crate) active: AtomicBool,
+    /// Most tuple trees in flight per spout task (with acking on); changeable while running.
+    pub(crate) max_spout_pending: AtomicUsize,
 }
 
 impl Control {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Control { stop: AtomicBool::new(false), active: AtomicBool::new(true) })
+    pub(crate) fn new(max_spout_pending: usize) -> Arc<Self> {
+        Arc::new(Control {
+            stop: AtomicBool::new(false),
+            active: AtomicBool::new(true),
+            max_spout_pending: AtomicUsize::new(max_spout_pending),
+        })
     }
 }
 
@@ -91,13 +97,12 @@ pub(crate) struct SpoutTask {
     pub(crate) metrics: Arc<ComponentMetrics>,
     pub(crate) control: Arc<Control>,
     pub(crate) timeout: Duration,
-    pub(crate) max_pending: usize,
     pub(crate) batch: usize,
 }
 
 pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
-    let SpoutTask { mut emitter, events, metrics, control, timeout, max_pending, batch } = task;
-    let max_pending = if emitter.acking() { max_pending } else { usize::MAX };
+    let SpoutTask { mut emitter, events, metrics, control, timeout, batch } = task;
+    let acking = emitter.acking();
     let mut tracker = SpoutTracker::new(timeout);
     let mut publisher = Publisher::new(metrics);
     let mut active = false;
@@ -120,6 +125,7 @@ pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
         }
         let now = Instant::now();
         expire(spout.as_mut(), &mut tracker, &mut emitter.stats, now);
+        let max_pending = if acking { control.max_spout_pending.load(Ordering::Relaxed) } else { usize::MAX };
 
         let mut emitted = false;
         if active {

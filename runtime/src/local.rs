@@ -232,7 +232,7 @@ impl LocalRun {
             }
         }
 
-        let control = Control::new();
+        let control = Control::new(config.max_spout_pending as usize);
         let (events_tx, events) = unbounded();
         let mut metrics = TopologyMetrics::default();
 
@@ -319,7 +319,6 @@ impl LocalRun {
                         metrics: shared,
                         control: control.clone(),
                         timeout: config.message_timeout,
-                        max_pending: config.max_spout_pending as usize,
                         batch,
                     };
                     // The spout keeps its own sender so that waiting on its queue always waits,
@@ -384,6 +383,12 @@ impl LocalRun {
     /// `activate` and stops or starts emitting; bolts go on draining what is in flight.
     pub fn set_active(&self, active: bool) {
         self.control.active.store(active, Ordering::Relaxed);
+    }
+
+    /// Changes how many tuple trees each spout task may have in flight (with acking on); the
+    /// spouts follow at their next emit.
+    pub fn set_max_spout_pending(&self, max: u32) {
+        self.control.max_spout_pending.store(max as usize, Ordering::Relaxed);
     }
 
     pub fn stopper(&self) -> Stopper {

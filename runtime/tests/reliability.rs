@@ -324,6 +324,41 @@ fn a_spout_task_never_has_more_than_max_spout_pending_trees_in_flight() {
     }
 }
 
+/// Guarantee: raising `max_spout_pending` on a running topology lets its spouts have more
+/// trees in flight from then on (as `squall config` does on a cluster).
+#[test]
+fn max_spout_pending_changed_while_running_takes_effect() {
+    const COUNT: u64 = 100_000;
+    let log = new_log();
+    let mut builder = TopologyBuilder::new("pending-live");
+    builder.config(TopologyConfig { max_spout_pending: 4, ..TopologyConfig::default() });
+    builder.spout("src", 1, replaying_spout(COUNT, &log));
+    let slow = bolt_fn(NO_FIELDS, |_| {
+        execute_fn(|_, _| {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(())
+        })
+    });
+    builder.bolt("slow", 1, slow).shuffle("src");
+    let run = squall_runtime::LocalRun::start(&builder.build().unwrap(), RunOptions::default()).unwrap();
+    let reached = |limit: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let max = lock(&log).max_in_flight.values().copied().max().unwrap_or(0);
+            if max >= limit || std::time::Instant::now() > deadline {
+                return max;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    assert_eq!(reached(4), 4);
+    run.set_max_spout_pending(32);
+    assert_eq!(reached(32), 32, "the new limit was never used");
+    run.stopper().stop();
+    run.wait();
+    assert!(lock(&log).max_in_flight.values().all(|&m| m <= 32));
+}
+
 #[test]
 fn with_acking_off_each_emitted_id_is_acked_at_once_and_no_acker_runs() {
     const COUNT: u64 = 500;

@@ -123,6 +123,32 @@ pub(crate) fn set_active(args: ActivateArgs, active: bool) -> anyhow::Result<()>
 }
 
 #[derive(Args)]
+pub(crate) struct ConfigArgs {
+    /// The deployed topology.
+    name: String,
+    /// Settings to change, as KEY=VALUE (live: max_spout_pending).
+    #[arg(required = true, value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
+    coordinator: String,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+}
+
+pub(crate) fn config(args: ConfigArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let version = runtime.block_on(async {
+        let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
+        Ok::<_, anyhow::Error>(topologies::configure(&client, &args.name, &args.settings).await?)
+    })?;
+    out!("{}: live configuration version {version}; running workers apply it within a second", args.name);
+    Ok(())
+}
+
+#[derive(Args)]
 pub(crate) struct RebalanceArgs {
     /// The deployed topology.
     name: String,
@@ -180,9 +206,16 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         };
         let mut published: Vec<serde_json::Value> = Vec::new();
-        for worker in client.list_children(&paths::workers(&name)).await.unwrap_or_default() {
+        let mut applied = Vec::new();
+        let mut names = client.list_children(&paths::workers(&name)).await.unwrap_or_default();
+        names.sort();
+        for worker in names {
             if let Ok((data, _)) = client.get_data(&format!("{}/{worker}", paths::workers(&name))).await {
-                published.extend(serde_json::from_slice::<serde_json::Value>(&data).ok());
+                if let Ok(about) = serde_json::from_slice::<serde_json::Value>(&data) {
+                    let version = about["config_version"].as_i64().filter(|v| *v >= 0);
+                    applied.push(format!("{worker} {}", version.map_or("-".to_string(), |v| format!("v{v}"))));
+                    published.push(about);
+                }
             }
         }
         out!(
@@ -198,6 +231,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        out!("live configuration applied by each worker: {}", applied.join(", "));
         out!(
             "{:<16} {:>5}  {:<16} {:>10} {:>10} {:>10} {:>8} {:>9}  last error",
             "component",

@@ -61,6 +61,8 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Changes how many workers a deployed topology runs on, moving as few tasks as it can.
     Rebalance(cluster::RebalanceArgs),
+    /// Changes a running topology's settings (max_spout_pending) without restarting it.
+    Config(cluster::ConfigArgs),
     /// Resumes a deactivated topology's spouts.
     Activate(cluster::ActivateArgs),
     /// Pauses a topology's spouts (its bolts finish what is in flight).
@@ -97,6 +99,7 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Kill(args) => cluster::kill(args),
         Command::Status(args) => cluster::status(args),
         Command::Rebalance(args) => cluster::rebalance(args),
+        Command::Config(args) => cluster::config(args),
         Command::Activate(args) => cluster::set_active(args, true),
         Command::Deactivate(args) => cluster::set_active(args, false),
         Command::Worker(args) => worker::run(&registry, args),

@@ -20,8 +20,9 @@ use zookeeper_client as zk;
 /// How often a worker publishes its counts in its znode (for `squall status`).
 const STATS_EVERY: Duration = Duration::from_secs(2);
 
-/// What a worker's znode says: where it listens, its pid, and its components' counts.
-fn about(addr: &str, run: &WorkerRun) -> String {
+/// What a worker's znode says: where it listens, its pid, the version of the topology's live
+/// configuration it applied, and its components' counts.
+fn about(addr: &str, run: &WorkerRun, config_version: i32) -> String {
     let mut components = serde_json::Map::new();
     for summary in run.metrics().summary() {
         let stats = &summary.stats;
@@ -41,17 +42,37 @@ fn about(addr: &str, run: &WorkerRun) -> String {
             }),
         );
     }
-    serde_json::json!({ "addr": addr, "pid": std::process::id(), "components": components }).to_string()
+    serde_json::json!({
+        "addr": addr,
+        "pid": std::process::id(),
+        "config_version": config_version,
+        "components": components,
+    })
+    .to_string()
 }
 
+/// How often a worker looks at its topology's status and live configuration.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
 /// Pauses or resumes the spouts as the topology's status says (`squall deactivate` /
-/// `activate`); checked with the counts, every [`STATS_EVERY`].
-async fn follow_status(client: &zk::Client, topology: &str, run: &WorkerRun) {
+/// `activate`), and applies a new version of its live configuration (`squall config`);
+/// `config_version` is the version applied so far (-1: none).
+async fn follow(client: &zk::Client, topology: &str, run: &WorkerRun, config_version: &mut i32) {
     if let Ok((data, _)) = client.get_data(&paths::topology(topology)).await {
         if let Ok(record) = serde_json::from_slice::<TopologyRecord>(&data) {
             run.set_active(record.status == Status::Active);
         }
     }
+    let Ok((data, stat)) = client.get_data(&paths::config(topology)).await else { return };
+    if stat.version == *config_version {
+        return;
+    }
+    let values: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&data).unwrap_or_default();
+    if let Some(max) = values.get("max_spout_pending").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()) {
+        run.set_max_spout_pending(max);
+    }
+    tracing::info!("worker of '{topology}': live configuration version {} applied", stat.version);
+    *config_version = stat.version;
 }
 
 #[derive(Args)]
@@ -112,9 +133,10 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e.into()),
         }
+        let mut config_version = -1;
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let znode = paths::worker(&args.topology, &args.node, args.slot);
-        client.create(&znode, about(&listen.to_string(), &run).as_bytes(), &ephemeral).await?;
+        client.create(&znode, about(&listen.to_string(), &run, config_version).as_bytes(), &ephemeral).await?;
         eprintln!("squall worker {me} of '{}': running tasks {:?}", args.topology, run.tasks());
 
         // The supervisor holds our stdin: end of file means it is gone.
@@ -126,6 +148,7 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut report = tokio::time::interval(STATS_EVERY);
+        let mut watch_live = tokio::time::interval(FOLLOW_EVERY);
         let mut client = client;
         let why = 'run: loop {
             let watched = client.get_and_watch_data(&paths::assignment(&args.topology)).await;
@@ -138,7 +161,7 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
                     tracing::warn!("worker {me}: coordinator: {e}; running on");
                     if e == zk::Error::SessionExpired {
                         if let Ok(fresh) = super::cluster::connect(&args.coordinator, Duration::from_secs(2)).await {
-                            let about = about(&listen.to_string(), &run);
+                            let about = about(&listen.to_string(), &run, config_version);
                             if fresh.create(&znode, about.as_bytes(), &ephemeral).await.is_ok() {
                                 client = fresh;
                             }
@@ -160,11 +183,11 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
                     _ = term.recv() => break 'run "asked to stop".to_string(),
                     _ = &mut changed => break,
                     _ = report.tick() => {
-                        if let Err(e) = client.set_data(&znode, about(&listen.to_string(), &run).as_bytes(), None).await {
+                        if let Err(e) = client.set_data(&znode, about(&listen.to_string(), &run, config_version).as_bytes(), None).await {
                             tracing::debug!("worker {me}: cannot publish its counts: {e}");
                         }
-                        follow_status(&client, &args.topology, &run).await;
                     }
+                    _ = watch_live.tick() => follow(&client, &args.topology, &run, &mut config_version).await,
                 }
             }
             match placement(&client, &args.topology).await {

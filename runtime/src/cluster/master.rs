@@ -93,6 +93,9 @@ pub async fn schedule_round(client: &zk::Client, fence: Fence) -> Result<Round, 
                 writer.add_delete(&paths::assignment(name), Some(version)).expect("a valid path");
             }
             writer.add_delete(&paths::topology(name), None).expect("a valid path");
+            if client.check_stat(&paths::config(name)).await?.is_some() {
+                writer.add_delete(&paths::config(name), None).expect("a valid path");
+            }
             match writer.commit().await {
                 Ok(_) => round.removed.push(name.clone()),
                 Err(e) if Fence::is_fenced_out(&e) => return Err(MasterError::FencedOut(fence.epoch)),

@@ -21,9 +21,12 @@ pub const WORKERS: &str = "/squall/workers";
 pub const OFFSETS: &str = "/squall/offsets";
 /// Recent errors per topology and component.
 pub const ERRORS: &str = "/squall/errors";
+/// Live configuration changes per topology (`squall config`).
+pub const CONFIG: &str = "/squall/config";
 
 /// The persistent znodes every cluster has, parents first.
-pub const SKELETON: &[&str] = &[ROOT, NODES, MASTER, CANDIDATES, TOPOLOGIES, ASSIGNMENTS, WORKERS, OFFSETS, ERRORS];
+pub const SKELETON: &[&str] =
+    &[ROOT, NODES, MASTER, CANDIDATES, TOPOLOGIES, ASSIGNMENTS, WORKERS, OFFSETS, ERRORS, CONFIG];
 
 /// `/squall/nodes/<node>`.
 pub fn node(node: &str) -> String {
@@ -33,6 +36,11 @@ pub fn node(node: &str) -> String {
 /// `/squall/topologies/<name>`.
 pub fn topology(name: &str) -> String {
     format!("{TOPOLOGIES}/{name}")
+}
+
+/// `/squall/config/<name>`.
+pub fn config(name: &str) -> String {
+    format!("{CONFIG}/{name}")
 }
 
 /// `/squall/assignments/<name>`.

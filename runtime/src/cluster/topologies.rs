@@ -110,6 +110,62 @@ pub async fn kill(client: &zk::Client, name: &str) -> Result<(), zk::Error> {
     update(client, name, |record| record.status = Status::Killed).await
 }
 
+/// The settings `squall config` can change while a topology runs.
+pub const LIVE_SETTINGS: &[&str] = &["max_spout_pending"];
+
+/// Sets `values` (key → value) in topology `name`'s live configuration,
+/// `/squall/config/<name>`; returns its new version. Refuses, changing nothing, a topology that
+/// is not deployed, a key that cannot change while running, and a value of the wrong type.
+pub async fn configure(client: &zk::Client, name: &str, values: &[(String, String)]) -> Result<i32, DeployError> {
+    if client.check_stat(&paths::topology(name)).await?.is_none() {
+        return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed")));
+    }
+    for (key, value) in values {
+        match key.as_str() {
+            "max_spout_pending" if value.parse::<u32>().is_ok_and(|v| v > 0) => {}
+            "max_spout_pending" => {
+                return Err(DeployError::Invalid(format!(
+                    "max_spout_pending must be a positive integer, not '{value}'"
+                )));
+            }
+            other => {
+                return Err(DeployError::Invalid(format!(
+                    "'{other}' cannot change while the topology runs (live settings: {})",
+                    LIVE_SETTINGS.join(", ")
+                )));
+            }
+        }
+    }
+    super::ensure_skeleton(client).await?;
+    let path = paths::config(name);
+    loop {
+        let (mut current, version) = match client.get_data(&path).await {
+            Ok((data, stat)) => (
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&data).unwrap_or_default(),
+                Some(stat.version),
+            ),
+            Err(zk::Error::NoNode) => (serde_json::Map::new(), None),
+            Err(e) => return Err(e.into()),
+        };
+        for (key, value) in values {
+            current.insert(key.clone(), serde_json::Value::String(value.clone()));
+        }
+        let data = serde_json::to_vec(&current).expect("plain data serializes");
+        let written = match version {
+            Some(version) => client.set_data(&path, &data, Some(version)).await.map(|stat| stat.version),
+            None => client
+                .create(&path, &data, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
+                .await
+                .map(|(stat, _)| stat.version),
+        };
+        match written {
+            Ok(version) => return Ok(version),
+            Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Sets topology `name`'s status to active or inactive: its workers' spouts resume or pause.
 /// Fails with `NoNode` if no such topology is deployed.
 pub async fn set_active(client: &zk::Client, name: &str, active: bool) -> Result<(), zk::Error> {

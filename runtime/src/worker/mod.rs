@@ -307,6 +307,12 @@ impl WorkerRun {
         self.run.set_active(active);
     }
 
+    /// Changes how many trees each of this worker's spout tasks may have in flight (see
+    /// [`LocalRun::set_max_spout_pending`]).
+    pub fn set_max_spout_pending(&self, max: u32) {
+        self.run.set_max_spout_pending(max);
+    }
+
     /// Applies a new assignment that keeps this worker's tasks: peers that moved are reached
     /// at their new address, new peers get a forwarder, and each remote task's later messages
     /// go to the worker that now runs it. Messages still queued in the transport for a worker
