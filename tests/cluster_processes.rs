@@ -267,9 +267,10 @@ async fn a_killed_worker_is_restarted_and_every_line_still_arrives() {
     ensemble.assert_running("after a worker's SIGKILL");
 }
 
-/// Guarantee: when a whole node is SIGKILLed, its workers go with it, the master moves their
-/// tasks to the other nodes within the session timeout plus a scheduling round, and every line
-/// still reaches the sink at least once.
+/// Guarantee: when a whole node is SIGKILLed — its process group, the node and its workers at
+/// once, as when its machine dies — the master moves its workers' tasks to the other nodes
+/// within the session timeout plus a scheduling round, and every line still reaches the sink
+/// at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_nodes_tasks_move_and_every_line_still_arrives() {
     let mut ensemble = Ensemble::start_with(&["--slots", "2"]);
@@ -277,7 +278,7 @@ async fn a_killed_nodes_tasks_move_and_every_line_still_arrives() {
     let run = LinesRun::deploy(&ensemble).await;
     let workers = run.client.list_children("/squall/workers/lines").await.unwrap();
     let victim: u64 = workers.iter().max().unwrap().split('-').next().unwrap().parse().unwrap();
-    let killed = ensemble.kill(victim);
+    let killed = ensemble.kill_group(victim);
     let client = connect(&ensemble.connect_string()).await;
     let deadline = Instant::now() + DEADLINE;
     loop {

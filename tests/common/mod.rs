@@ -144,6 +144,8 @@ impl Ensemble {
         if self.extra.iter().any(|a| a == "--slots") {
             command.args(["--worker-port", &spec.worker_port.to_string()]);
         }
+        // Its own process group, with the workers its supervisor starts: see `kill_group`.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -159,6 +161,16 @@ impl Ensemble {
     pub fn kill(&mut self, id: u64) -> Instant {
         let mut child = self.running.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
         child.kill().unwrap();
+        let killed = Instant::now();
+        child.wait().unwrap();
+        killed
+    }
+
+    /// SIGKILLs node `id`'s whole process group — the node and the workers it started — at
+    /// once, as a machine's loss would; returns the instant the signal was sent.
+    pub fn kill_group(&mut self, id: u64) -> Instant {
+        let mut child = self.running.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
+        assert_eq!(unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) }, 0, "killpg of node {id}");
         let killed = Instant::now();
         child.wait().unwrap();
         killed
@@ -229,7 +241,8 @@ impl Drop for Ensemble {
             .filter_map(|(id, child)| child.try_wait().ok().flatten().map(|status| format!("node {id} ({status})")))
             .collect();
         for child in self.running.values_mut() {
-            let _ = child.kill();
+            // The whole group: no worker outlives its test.
+            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
         }
         if std::thread::panicking() {
