@@ -242,6 +242,13 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
         }
     }
     ensemble.restart_serving(behind).await;
+    // Caught up (a session created through it waits until it is, longer than a client's
+    // connect timeout on a loaded machine).
+    let target = ensemble.replicas[&leader].last_zxid();
+    common::eventually("the restarted replica to catch up", || async {
+        ensemble.replicas[&behind].last_zxid() >= target
+    })
+    .await;
     let reader = client(&ensemble.addr(behind).to_string()).await;
     common::eventually("the restarted replica to hold every znode", || async {
         reader.sync("/bulk").await.is_ok()
