@@ -26,6 +26,26 @@ async fn placement(client: &zk::Client, topology: &str) -> Option<(BTreeSet<Stri
     Some((nodes, tasks))
 }
 
+/// Waits until the registered nodes are exactly `ids`.
+async fn wait_for_nodes(client: &zk::Client, ids: &[&str], ensemble: &Ensemble) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut nodes = client.list_children("/squall/nodes").await.unwrap_or_default();
+        nodes.sort();
+        if nodes == ids {
+            return;
+        }
+        assert!(Instant::now() < deadline, "registered nodes {nodes:?}, not {ids:?}: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `squall deploy FILE`, which must succeed.
+fn deploy(file: &std::path::Path, target: &str) {
+    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", target]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+}
+
 /// Runs `squall ARGS...` to completion.
 fn squall(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_squall")).args(args).stdin(Stdio::null()).output().unwrap()
@@ -41,11 +61,7 @@ async fn a_deployed_topology_is_scheduled_over_the_nodes_and_moves_off_a_killed_
     ensemble.wait_for_leader().await;
     let target = ensemble.connect_string();
     let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "the nodes did not all register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_nodes(&client, &["1", "2", "3"], &ensemble).await;
 
     let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wordcount.yaml");
     let deployed = squall(&["deploy", topology, "--coordinator", &target]);
@@ -113,13 +129,8 @@ async fn word_count_deployed_on_three_nodes_counts_exactly() {
     let file = dir.path().join("wc.yaml");
     std::fs::write(&file, yaml).unwrap();
     let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "the nodes did not all register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    wait_for_nodes(&client, &["1", "2", "3"], &ensemble).await;
+    deploy(&file, &target);
 
     let deadline = Instant::now() + DEADLINE;
     let counted = loop {
@@ -207,13 +218,8 @@ impl LinesRun {
         let file = dir.path().join("lines.yaml");
         std::fs::write(&file, yaml).unwrap();
         let client = connect(&target).await;
-        let deadline = Instant::now() + DEADLINE;
-        while client.list_children("/squall/nodes").await.map(|n| n.len()).unwrap_or(0) < 3 {
-            assert!(Instant::now() < deadline, "the nodes did not all register");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-        assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+        wait_for_nodes(&client, &["1", "2", "3"], ensemble).await;
+        deploy(&file, &target);
         let deadline = Instant::now() + DEADLINE;
         while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 100
             || client.list_children("/squall/workers/lines").await.map(|w| w.len()).unwrap_or(0) < 3
@@ -369,14 +375,8 @@ async fn a_node_joins_an_existing_ensemble_with_coordinator_and_runs_workers() {
     let file = dir.path().join("joined.yaml");
     std::fs::write(&file, yaml).unwrap();
     let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
-        let log = std::fs::read_to_string(dir.path().join("node9.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "node 9 did not register: {log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    wait_for_nodes(&client, &["9"], &ensemble).await;
+    deploy(&file, &target);
     let deadline = Instant::now() + DEADLINE;
     while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 6 {
         let log = std::fs::read_to_string(dir.path().join("node9.log")).unwrap_or_default();
@@ -413,13 +413,8 @@ async fn workers_keep_running_while_the_coordinator_is_away() {
     let file = dir.path().join("idle.yaml");
     std::fs::write(&file, yaml).unwrap();
     let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
-        assert!(Instant::now() < deadline, "node 9 did not register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    wait_for_nodes(&client, &["9"], &ensemble).await;
+    deploy(&file, &target);
     let pids = |client: zk::Client| async move {
         let mut pids = BTreeMap::new();
         for worker in client.list_children("/squall/workers/idle").await.unwrap_or_default() {
@@ -524,13 +519,8 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
     let file = dir.path().join("paced.yaml");
     std::fs::write(&file, yaml).unwrap();
     let client = connect(&target).await;
-    let deadline = Instant::now() + DEADLINE;
-    while client.list_children("/squall/nodes").await.unwrap_or_default() != ["9"] {
-        assert!(Instant::now() < deadline, "node 9 did not register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deployed = squall(&["deploy", file.to_str().unwrap(), "--coordinator", &target]);
-    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    wait_for_nodes(&client, &["9"], &ensemble).await;
+    deploy(&file, &target);
     let deadline = Instant::now() + DEADLINE;
     while emitted(&client, "paced", "gen").await == 0 {
         assert!(Instant::now() < deadline, "the spout never emitted");

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
@@ -554,48 +555,22 @@ impl Replica {
 
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
-        let writer = inner.clone();
-        let writer_stop = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = writer_stop.cancelled() => {}
-                _ = crate::proposer::run(writer, proposer_queue) => {}
-            }
-        });
-        tasks.spawn(crate::server::serve(client_listener, inner.clone(), tasks.clone(), stop.clone()));
-        let expiry = inner.clone();
-        let expiry_stop = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = expiry_stop.cancelled() => {}
-                _ = expire_sessions(expiry) => {}
-            }
-        });
-        let reporter = inner.clone();
-        let reporter_stop = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = reporter_stop.cancelled() => {}
-                _ = report_activity(reporter) => {}
-            }
-        });
-        let snapshots = inner.clone();
-        let snapshots_stop = stop.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = snapshots_stop.cancelled() => {}
-                _ = snapshot_when_due(snapshots) => {}
-            }
-        });
-        if !inner.serving() {
-            let guard = inner.clone();
-            let guard_stop = stop.clone();
+        let until_stopped = |task: BoxFuture<'static, ()>| {
+            let stop = stop.clone();
             tasks.spawn(async move {
                 tokio::select! {
-                    _ = guard_stop.cancelled() => {}
-                    _ = guard_quorum(guard) => {}
+                    _ = stop.cancelled() => {}
+                    _ = task => {}
                 }
             });
+        };
+        until_stopped(Box::pin(crate::proposer::run(inner.clone(), proposer_queue)));
+        tasks.spawn(crate::server::serve(client_listener, inner.clone(), tasks.clone(), stop.clone()));
+        until_stopped(Box::pin(expire_sessions(inner.clone())));
+        until_stopped(Box::pin(report_activity(inner.clone())));
+        until_stopped(Box::pin(snapshot_when_due(inner.clone())));
+        if !inner.serving() {
+            until_stopped(Box::pin(guard_quorum(inner.clone())));
         }
         Ok(Replica { inner, client_addr, raft_server, tasks, stop, log_handle })
     }

@@ -175,6 +175,28 @@ pub(crate) fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What each running worker of `topology` last published in its znode (see `squall worker`),
+/// by worker name (`<node>-<slot>`), in name order, for the workers `wanted` picks by name;
+/// unreadable znodes are left out.
+pub(crate) async fn published_by_workers(
+    client: &zk::Client,
+    topology: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    let mut names = client.list_children(&paths::workers(topology)).await.unwrap_or_default();
+    names.retain(|name| wanted(name));
+    names.sort();
+    let mut published = Vec::new();
+    for worker in names {
+        if let Ok((data, _)) = client.get_data(&format!("{}/{worker}", paths::workers(topology))).await {
+            if let Ok(about) = serde_json::from_slice(&data) {
+                published.push((worker, about));
+            }
+        }
+    }
+    published
+}
+
 #[derive(Args)]
 pub(crate) struct StatusArgs {
     /// A deployed topology (without it: every topology, as `list` prints them).
@@ -200,27 +222,21 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
         let assignment = match client.get_data(&paths::assignment(&name)).await {
             Ok((data, _)) => Assignment::from_json(&data)?,
             Err(zk::Error::NoNode) => {
-                out!("{name}: {}, not scheduled yet", format!("{:?}", record.status).to_lowercase());
+                out!("{name}: {}, not scheduled yet", record.status);
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
         let mut published: Vec<serde_json::Value> = Vec::new();
         let mut applied = Vec::new();
-        let mut names = client.list_children(&paths::workers(&name)).await.unwrap_or_default();
-        names.sort();
-        for worker in names {
-            if let Ok((data, _)) = client.get_data(&format!("{}/{worker}", paths::workers(&name))).await {
-                if let Ok(about) = serde_json::from_slice::<serde_json::Value>(&data) {
-                    let version = about["config_version"].as_i64().filter(|v| *v >= 0);
-                    applied.push(format!("{worker} {}", version.map_or("-".to_string(), |v| format!("v{v}"))));
-                    published.push(about);
-                }
-            }
+        for (worker, about) in published_by_workers(&client, &name, |_| true).await {
+            let version = about["config_version"].as_i64().filter(|v| *v >= 0);
+            applied.push(format!("{worker} {}", version.map_or("-".to_string(), |v| format!("v{v}"))));
+            published.push(about);
         }
         out!(
             "{name}: {}, {} workers ({} running), assignment version {} by master epoch {}{}",
-            format!("{:?}", record.status).to_lowercase(),
+            record.status,
             assignment.workers().len(),
             published.len(),
             assignment.version(),
@@ -295,7 +311,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
         }
         out!("{:<24} {:<9} {:>7} {:>6}  placement", "name", "status", "workers", "tasks");
         for (name, record) in deployed {
-            let status = format!("{:?}", record.status).to_lowercase();
+            let status = record.status.to_string();
             let assignment = match client.get_data(&paths::assignment(&name)).await {
                 Ok((data, _)) => Assignment::from_json(&data).ok(),
                 Err(zk::Error::NoNode) => None,

@@ -85,14 +85,9 @@ async fn status(client: &zk::Client, node: &str) -> anyhow::Result<Value> {
     };
     let mut workers = Vec::new();
     for topology in client.list_children(paths::WORKERS).await.unwrap_or_default() {
-        for worker in client.list_children(&paths::workers(&topology)).await.unwrap_or_default() {
-            if worker.rsplit_once('-').map(|(n, _)| n) != Some(node) {
-                continue;
-            }
-            if let Ok((data, _)) = client.get_data(&format!("{}/{worker}", paths::workers(&topology))).await {
-                let about: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
-                workers.push(json!({ "topology": topology, "worker": worker, "published": about }));
-            }
+        let on_this_node = |worker: &str| worker.rsplit_once('-').map(|(n, _)| n) == Some(node);
+        for (worker, about) in super::cluster::published_by_workers(client, &topology, on_this_node).await {
+            workers.push(json!({ "topology": topology, "worker": worker, "published": about }));
         }
     }
     Ok(json!({ "node": node, "master": master, "workers": workers }))

@@ -46,22 +46,28 @@ pub async fn run(client: zk::Client, node: &str, poll: Duration) -> Result<(), M
     tracing::info!("node {node} is the master (epoch {})", leadership.epoch);
     let fence = Fence { epoch: leadership.epoch };
     loop {
+        // Watches set once per change, not once per round: a round the poll starts keeps them.
         let (_, _, nodes_changed) = client.get_and_watch_children(paths::NODES).await?;
         let (_, _, topologies_changed) = client.get_and_watch_children(paths::TOPOLOGIES).await?;
-        let round = schedule_round(&client, fence).await?;
-        for name in &round.written {
-            tracing::info!("master: assignment of '{name}' written");
-        }
-        for name in &round.removed {
-            tracing::info!("master: killed topology '{name}' removed");
-        }
-        for (name, why) in &round.unschedulable {
-            tracing::warn!("master: cannot schedule '{name}': {why}");
-        }
-        tokio::select! {
-            _ = nodes_changed.changed() => {}
-            _ = topologies_changed.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
+        let nodes_changed = nodes_changed.changed();
+        let topologies_changed = topologies_changed.changed();
+        tokio::pin!(nodes_changed, topologies_changed);
+        loop {
+            let round = schedule_round(&client, fence).await?;
+            for name in &round.written {
+                tracing::info!("master: assignment of '{name}' written");
+            }
+            for name in &round.removed {
+                tracing::info!("master: killed topology '{name}' removed");
+            }
+            for (name, why) in &round.unschedulable {
+                tracing::warn!("master: cannot schedule '{name}': {why}");
+            }
+            tokio::select! {
+                _ = &mut nodes_changed => break,
+                _ = &mut topologies_changed => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
         }
     }
 }

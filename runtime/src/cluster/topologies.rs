@@ -21,6 +21,16 @@ pub enum Status {
     Killed,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+            Status::Killed => "killed",
+        })
+    }
+}
+
 /// The content of `/squall/topologies/<name>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopologyRecord {
