@@ -3,8 +3,10 @@
 //! send, per kind of request, failures are counted and make the run fail, and the benchmark's
 //! znodes are gone at the end unless `--keep` says otherwise.
 
+mod common;
+
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,8 +32,7 @@ impl Node {
     /// Starts a node and returns once its `srvr` says it serves.
     fn start() -> Node {
         let data = tempfile::tempdir().unwrap();
-        // Bound to port 0, read, released: a loopback port no one listens on.
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = common::free_addr();
         let child = squall()
             .args(["node", "--id", "1", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data.path())

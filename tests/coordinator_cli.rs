@@ -4,6 +4,8 @@
 //! Every process a test starts is owned by a [`Running`] guard that kills it when the test ends,
 //! passed or failed. Nothing waits by sleeping: each wait polls a condition against a deadline.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::free_addr;
 use zookeeper_client as zk;
 
 /// How long a node may take to start serving, or a command to finish.
@@ -21,11 +24,6 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 fn squall() -> Command {
     Command::new(env!("CARGO_BIN_EXE_squall"))
-}
-
-/// A loopback address no one listens on: bound to port 0, read, released.
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Polls `ready` every 20 ms until it returns true; panics with `what` after [`DEADLINE`].
