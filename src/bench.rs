@@ -87,7 +87,7 @@ pub fn throughput(
         None
     };
 
-    let run = LocalRun::start(topology, RunOptions { duration: None })?;
+    let run = LocalRun::start(topology, RunOptions::default())?;
     let executed = || run.metrics().component(&options.component).map(|c| c.snapshot().executed).unwrap_or(0);
     std::thread::sleep(options.warmup);
     let (start, at_start) = (Instant::now(), executed());

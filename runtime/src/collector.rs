@@ -374,6 +374,13 @@ impl SpoutOutput<'_> {
     pub fn pending(&self) -> usize {
         self.tracker.pending.len()
     }
+
+    /// Reports a problem the spout cannot fix by itself (a source it cannot read, say): it is
+    /// counted in the component's errors and shown, with the last few others, by `squall
+    /// status` and a local run's summary.
+    pub fn report_error(&mut self, message: impl Into<String>) {
+        self.emitter.stats.record_error(message.into());
+    }
 }
 
 /// An input tuple a bolt keeps to ack, fail or anchor to later ([`BoltOutput::defer`]).

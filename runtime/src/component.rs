@@ -5,13 +5,14 @@
 //! factory also declares the component's output streams, so a topology can be checked before
 //! anything runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smol_str::SmolStr;
 
 use crate::collector::{BoltOutput, SpoutOutput};
 use crate::config::TopologyConfig;
+use crate::coordination::{Coordination, CoordinationError, DistributedLock, LeaderElection};
 use crate::tuple::{DEFAULT_STREAM, TaskId, Tuple};
 use crate::value::Fields;
 
@@ -170,6 +171,10 @@ pub struct TaskContext {
     /// The topology's configuration.
     pub config: Arc<TopologyConfig>,
     pub(crate) component_tasks: Arc<Vec<(SmolStr, Vec<TaskId>)>>,
+    pub(crate) coordination: Option<Coordination>,
+    /// The task's place in its component's leader election, once it asked for one: shared by
+    /// the task's clones of the context and kept by the run until the task ends.
+    pub(crate) election: Arc<Mutex<Option<LeaderElection>>>,
 }
 
 impl TaskContext {
@@ -185,7 +190,47 @@ impl TaskContext {
             parallelism,
             config: Arc::new(TopologyConfig::default()),
             component_tasks: Arc::new(vec![(component.into(), (0..parallelism).collect())]),
+            coordination: None,
+            election: Arc::default(),
         }
+    }
+
+    /// The same context with the znode store reached through `coordination`: for testing
+    /// components that lock, elect or keep state in the store.
+    pub fn with_coordination(mut self, coordination: Coordination) -> Self {
+        self.coordination = Some(coordination);
+        self
+    }
+
+    /// The run's handle on the znode store ([`CoordinationError::NoStore`] when the run has
+    /// none, as in a test's [`standalone`](Self::standalone) context).
+    pub fn coordination(&self) -> Result<&Coordination, CoordinationError> {
+        self.coordination.as_ref().ok_or(CoordinationError::NoStore)
+    }
+
+    /// Takes the topology's distributed lock `name`, waiting while another task holds it. The
+    /// lock carries a fencing token; see [`DistributedLock`].
+    pub fn lock(&self, name: &str) -> Result<DistributedLock, CoordinationError> {
+        self.coordination()?.lock(name)
+    }
+
+    /// This task's place in the leader election among its component's tasks, entered on the
+    /// first call and kept until the task ends.
+    pub fn leader_election(&self) -> Result<LeaderElection, CoordinationError> {
+        let mut election = self.election.lock().expect("joining never panics while held");
+        if let Some(election) = election.as_ref() {
+            return Ok(election.clone());
+        }
+        let joined = self.coordination()?.elect(&self.component, self.task)?;
+        *election = Some(joined.clone());
+        Ok(joined)
+    }
+
+    /// Whether this task leads its component (exactly one live task does; false without a
+    /// store). Enters the election on the first call; see [`leader_election`](Self::leader_election)
+    /// for the change callback.
+    pub fn is_leader(&self) -> bool {
+        self.leader_election().is_ok_and(|election| election.is_leader())
     }
 
     /// The task ids of a component, for `emit_direct`.

@@ -15,6 +15,8 @@
 //!   processing at-least-once.
 //! - [`local`]: the whole topology in one process ([`run_local`]); [`metrics`]: per-component
 //!   counts and latency histograms.
+//! - [`coordination`]: the znode store from a task — a fenced lock, leader election among a
+//!   component's tasks, versioned znodes (the Kafka spout's offsets).
 //! - [`scheduler`]: the cluster's placement of tasks on worker slots ([`scheduler::schedule`]).
 //! - `transport`: tuples, acker messages and ack events between workers over TCP (batched
 //!   frames, one connection from each worker to each peer, reconnect, re-routing on a new
@@ -56,6 +58,7 @@ pub mod cluster;
 pub mod collector;
 pub mod component;
 pub mod config;
+pub mod coordination;
 pub mod grouping;
 pub mod local;
 pub mod metrics;
@@ -77,6 +80,7 @@ pub use component::{
     bolt_fn_streams, spout_fn, spout_fn_streams,
 };
 pub use config::TopologyConfig;
+pub use coordination::{Coordination, CoordinationError, DistributedLock, LeaderElection};
 pub use grouping::Grouping;
 pub use local::{LocalRun, RunOptions, RunReport, StopReason, Stopper, run_local};
 pub use metrics::{ComponentStats, ComponentSummary, SummaryTable, TopologyMetrics};

@@ -36,6 +36,9 @@ pub const ACKER_COMPONENT: &str = "__acker";
 pub struct RunOptions {
     /// Stop after this long even if spouts have more to emit.
     pub duration: Option<Duration>,
+    /// The znode store the tasks reach through their context (locks, leader election, Kafka
+    /// offsets); none by default.
+    pub coordination: Option<crate::Coordination>,
 }
 
 /// Why a run ended.
@@ -258,6 +261,8 @@ impl LocalRun {
                     parallelism: c.parallelism,
                     config: config.clone(),
                     component_tasks: component_tasks.clone(),
+                    coordination: options.coordination.clone(),
+                    election: Arc::default(),
                 };
                 let made = match &c.role {
                     Role::Spout(f) => f.create(&ctx).map(Instance::Spout),
@@ -269,7 +274,7 @@ impl LocalRun {
                     task,
                     message: e.to_string(),
                 })?;
-                instances.push((c, index as u32, task, instance));
+                instances.push((c, index as u32, task, instance, ctx));
             }
         }
         if !acker_rx.is_empty() {
@@ -288,7 +293,7 @@ impl LocalRun {
                 })
                 .expect("the OS refused to start a task thread")
         };
-        for (c, index, task, instance) in instances {
+        for (c, index, task, instance, ctx) in instances {
             let shared = metrics.component(&c.id).expect("registered above").clone();
             // Only the queues of this component's subscribers, so each queue closes as soon
             // as everything upstream of it has stopped.
@@ -329,7 +334,8 @@ impl LocalRun {
                         &events_tx,
                         Box::new(move || {
                             let _keep_open = keep_open;
-                            executor::run_spout(spout, task)
+                            executor::run_spout(spout, task);
+                            drop(ctx);
                         }),
                     )
                 }
@@ -339,7 +345,14 @@ impl LocalRun {
                         inputs: bolt_rx[task as usize].take().expect("one receiver per bolt task"),
                         metrics: shared,
                     };
-                    spawn(name, &events_tx, Box::new(move || executor::run_bolt(bolt, task)))
+                    spawn(
+                        name,
+                        &events_tx,
+                        Box::new(move || {
+                            executor::run_bolt(bolt, task);
+                            drop(ctx);
+                        }),
+                    )
                 }
             };
             threads.push(handle);

@@ -158,7 +158,7 @@ fn a_run_whose_spouts_finish_completes_and_calls_cleanup_once_per_task() {
 fn a_duration_ends_a_never_ending_run_with_reason_duration() {
     let duration = Duration::from_millis(300);
     let (topology, spout_calls, bolt_calls) = numbers_topology(None);
-    let report = run_local(&topology, RunOptions { duration: Some(duration) }).unwrap();
+    let report = run_local(&topology, RunOptions { duration: Some(duration), ..RunOptions::default() }).unwrap();
     assert_eq!(report.reason, StopReason::Duration);
     assert!(report.elapsed >= duration, "ended after {:?}", report.elapsed);
     assert!(report.elapsed < duration + Duration::from_secs(5), "took {:?} to stop", report.elapsed);

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use squall_runtime::Registry;
 use squall_runtime::cluster::topologies::{Status, TopologyRecord};
 use squall_runtime::cluster::{membership, paths};
 use squall_runtime::scheduler::Assignment;
 use squall_runtime::worker::{WorkerError, WorkerOptions, WorkerRun, worker_id};
+use squall_runtime::{Coordination, Registry};
 use zookeeper_client as zk;
 
 /// How often a worker publishes its counts in its znode (for `squall status`).
@@ -120,14 +120,13 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
         let me = worker_id(&args.node, args.slot);
         let listen = peers.get(&me).with_context(|| format!("the assignment has no worker {me}"))?;
         let listen = listen.parse().with_context(|| format!("bad worker address {listen}"))?;
-        let mut run = WorkerRun::start(
-            &topology,
-            &assignment,
-            (&args.node, args.slot),
-            listen,
-            &peers,
-            WorkerOptions::default(),
-        )?;
+        // The tasks' own session (locks, leader elections, offsets): it ends with this
+        // process, so what they hold passes on when the worker dies.
+        let coordination = Coordination::connect(&args.coordinator, &args.topology)
+            .await
+            .context("cannot open the tasks' session on the coordinator")?;
+        let options = WorkerOptions { coordination: Some(coordination), ..WorkerOptions::default() };
+        let mut run = WorkerRun::start(&topology, &assignment, (&args.node, args.slot), listen, &peers, options)?;
         let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         match client.create(&paths::workers(&args.topology), b"", &persistent).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
+pub mod tansu;
 
 /// The nodes' tick: session timeouts are clamped to 20 ticks, so 200 ms allows [`SESSION_TIMEOUT`].
 pub const TICK: &str = "200ms";

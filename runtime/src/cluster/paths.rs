@@ -23,10 +23,14 @@ pub const OFFSETS: &str = "/squall/offsets";
 pub const ERRORS: &str = "/squall/errors";
 /// Live configuration changes per topology (`squall config`).
 pub const CONFIG: &str = "/squall/config";
+/// Locks taken by user components (`ctx.lock`), per topology and lock name.
+pub const LOCKS: &str = "/squall/locks";
+/// Leader elections among a component's tasks (`ctx.is_leader`), per topology and component.
+pub const LEADERS: &str = "/squall/leaders";
 
 /// The persistent znodes every cluster has, parents first.
 pub const SKELETON: &[&str] =
-    &[ROOT, NODES, MASTER, CANDIDATES, TOPOLOGIES, ASSIGNMENTS, WORKERS, OFFSETS, ERRORS, CONFIG];
+    &[ROOT, NODES, MASTER, CANDIDATES, TOPOLOGIES, ASSIGNMENTS, WORKERS, OFFSETS, ERRORS, CONFIG, LOCKS, LEADERS];
 
 /// `/squall/nodes/<node>`.
 pub fn node(node: &str) -> String {
@@ -56,4 +60,10 @@ pub fn workers(topology: &str) -> String {
 /// `/squall/workers/<topology>/<node>-<slot>`.
 pub fn worker(topology: &str, node: &str, slot: u32) -> String {
     format!("{WORKERS}/{topology}/{node}-{slot}")
+}
+
+/// `/squall/offsets/<topology>/<spout>/<topic>/<partition>`: the next offset a Kafka spout
+/// reads from a partition.
+pub fn offset(topology: &str, spout: &str, topic: &str, partition: i32) -> String {
+    format!("{OFFSETS}/{topology}/{spout}/{topic}/{partition}")
 }

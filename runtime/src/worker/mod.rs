@@ -73,11 +73,13 @@ pub struct WorkerOptions {
     /// How long a message for a peer may wait for room in the peer's queue before the peer is
     /// taken as down and its messages are dropped (their trees are replayed).
     pub send_timeout: Duration,
+    /// The znode store the tasks reach through their context.
+    pub coordination: Option<crate::Coordination>,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { duration: None, send_timeout: Duration::from_secs(5) }
+        WorkerOptions { duration: None, send_timeout: Duration::from_secs(5), coordination: None }
     }
 }
 
@@ -264,7 +266,7 @@ impl WorkerRun {
         let remote: Vec<Option<Arc<RemoteTask>>> = (0..layout.task_count())
             .map(|t| (!tasks.contains(t)).then(|| RemoteTask::new(t, routing.peer_queue(&owner_of(assignment, t)))))
             .collect();
-        let run_options = RunOptions { duration: options.duration };
+        let run_options = RunOptions { duration: options.duration, coordination: options.coordination.clone() };
         let (run, queues) =
             LocalRun::start_part(topology, run_options, &|t: TaskId| remote.get(t as usize).cloned().flatten())?;
         opening.open(queues);

@@ -25,7 +25,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Runs `topology` and checks that it ended by completing (every spout done, no tree in flight).
 pub fn run_to_completion(topology: &Topology) -> RunReport {
-    let report = run_local(topology, RunOptions { duration: Some(RUN_LIMIT) }).expect("every factory succeeds");
+    let report = run_local(topology, RunOptions { duration: Some(RUN_LIMIT), ..RunOptions::default() })
+        .expect("every factory succeeds");
     assert_eq!(report.reason, StopReason::Completed, "the run did not complete:\n{}", SummaryTable(&report.components));
     report
 }
