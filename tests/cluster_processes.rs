@@ -573,3 +573,121 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
         }
     }
 }
+
+/// The example binary `name` (`examples/<name>.rs`), built in this test's profile: a node binary
+/// with component kinds of its own.
+fn example_binary(name: &str) -> PathBuf {
+    let squall = std::path::Path::new(env!("CARGO_BIN_EXE_squall"));
+    let profile_dir = squall.parent().unwrap();
+    let profile = match profile_dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("unexpected binary path {}", squall.display()),
+    };
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "cargo build --example {name} failed");
+    profile_dir.join("examples").join(name)
+}
+
+/// One line of the `fenced_append` ledger: token, task, pid, entry and exit (ns).
+fn ledger_entries(path: &std::path::Path) -> Vec<(i64, u32, u32, u128, u128)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 5, "a ledger line has five fields: {line:?}");
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The `leader_beacon` lines: (task, pid).
+fn beacons(path: &std::path::Path) -> Vec<(u32, u32)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Guarantee: components on different worker processes coordinate through the store: two
+/// holders of a component lock are never inside it together (the ledger's intervals do not
+/// overlap, and its fencing tokens only grow, across a holder's SIGKILL too), and exactly one
+/// task of a component leads at a time; when the leader's worker is SIGKILLed, another task
+/// leads within the session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn components_lock_and_elect_a_leader_across_workers() {
+    let program = example_binary("coordination");
+    let ensemble = Ensemble::start_program(&program, &["--slots", "2"]);
+    ensemble.wait_for_leader().await;
+    let target = ensemble.connect_string();
+    let client = connect(&target).await;
+    wait_for_nodes(&client, &["1", "2", "3"], &ensemble).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, beacon) = (dir.path().join("ledger.txt"), dir.path().join("beacon.txt"));
+    let yaml = format!(
+        "name: coord\nworkers: 3\nspouts:\n  - {{ id: ticks, kind: generator, args: {{ rate: 100, words: 1 }} }}\n\
+         \x20 - {{ id: beacon, kind: leader_beacon, parallelism: 3, args: {{ path: {}, every: 50ms }} }}\n\
+         bolts:\n  - {{ id: ledger, kind: fenced_append, parallelism: 4, args: {{ path: {} }}, inputs: [ {{ from: ticks }} ] }}\n",
+        beacon.display(),
+        ledger.display()
+    );
+    let file = dir.path().join("coord.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let deployed = Command::new(&program).args(["deploy", file.to_str().unwrap(), "--coordinator", &target]).output();
+    let deployed = deployed.unwrap();
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+
+    let deadline = Instant::now() + DEADLINE;
+    while beacons(&beacon).len() < 20 || ledger_entries(&ledger).len() < 50 {
+        assert!(Instant::now() < deadline, "the components did not get going: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = beacons(&beacon);
+    let leader = before[0];
+    assert!(before.iter().all(|&b| b == leader), "one leader at a time: {before:?}");
+    assert_eq!(unsafe { libc::kill(leader.1 as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let seen = before.len();
+    let deadline = Instant::now() + DEADLINE;
+    let successor = loop {
+        let now = beacons(&beacon);
+        if let Some(&next) = now[seen..].iter().find(|&&b| b != leader) {
+            break next;
+        }
+        assert!(Instant::now() < deadline, "no task took over from {leader:?}: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("beacon task {} leads {:?} after the SIGKILL of its leader's worker", successor.0, killed.elapsed());
+    assert_ne!(successor.1, leader.1, "the new leader runs in another process");
+    // The lock goes on being taken after the kill, whoever held it then.
+    let written = ledger_entries(&ledger).len();
+    let deadline = Instant::now() + DEADLINE;
+    while ledger_entries(&ledger).len() < written + 50 || beacons(&beacon).len() < seen + 20 {
+        assert!(Instant::now() < deadline, "the components stalled after the kill: {}", ensemble.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after: Vec<_> = beacons(&beacon)[seen..].to_vec();
+    let switch = after.iter().position(|&b| b != leader).unwrap();
+    assert!(after[switch..].iter().all(|&b| b == successor), "one leader at a time after the kill: {after:?}");
+
+    let entries = ledger_entries(&ledger);
+    assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "fencing tokens grow with each holder");
+    assert!(entries.windows(2).all(|w| w[0].4 <= w[1].3), "two holders were inside the lock at once");
+    let writers: BTreeSet<u32> = entries.iter().map(|e| e.2).collect();
+    assert!(writers.len() >= 2, "the ledger's tasks run in several workers: {writers:?}");
+    let killed = Command::new(&program).args(["kill", "coord", "--coordinator", &target]).output().unwrap();
+    assert!(killed.status.success());
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -96,6 +96,8 @@ pub struct Ensemble {
     running: BTreeMap<u64, Child>,
     /// Arguments every node gets besides its identity.
     extra: Vec<String>,
+    /// The binary the nodes run: `squall`, or a binary with kinds of its own.
+    program: PathBuf,
 }
 
 impl Ensemble {
@@ -106,6 +108,12 @@ impl Ensemble {
 
     /// Starts replicas 1 to 3, each also given `extra` arguments.
     pub fn start_with(extra: &[&str]) -> Ensemble {
+        Ensemble::start_program(Path::new(env!("CARGO_BIN_EXE_squall")), extra)
+    }
+
+    /// Starts replicas 1 to 3 of `program` (a binary that runs `squall::main`), each also given
+    /// `extra` arguments.
+    pub fn start_program(program: &Path, extra: &[&str]) -> Ensemble {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=3u64)
             .map(|id| {
@@ -120,7 +128,8 @@ impl Ensemble {
             })
             .collect();
         let extra = extra.iter().map(|a| a.to_string()).collect();
-        let mut ensemble = Ensemble { dir: Some(dir), nodes, running: BTreeMap::new(), extra };
+        let program = program.to_path_buf();
+        let mut ensemble = Ensemble { dir: Some(dir), nodes, running: BTreeMap::new(), extra, program };
         for id in 1..=3 {
             ensemble.spawn(id);
         }
@@ -134,7 +143,7 @@ impl Ensemble {
         let spec = &self.nodes[&id];
         let mut log = File::options().create(true).append(true).open(&spec.log).unwrap();
         writeln!(log, "=== test: starting node {id} ===").unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_squall"));
+        let mut command = Command::new(&self.program);
         command.args(["node", "--id", &id.to_string(), "--tick", TICK]);
         command.arg("--data-dir").arg(&spec.data_dir);
         command.args(["--listen", &spec.client.to_string(), "--raft", &spec.raft.to_string()]);

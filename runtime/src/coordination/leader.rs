@@ -93,7 +93,7 @@ impl LeaderElection {
         let (known_tx, known) = oneshot::channel();
         let dir = election_dir(coordination.topology(), component);
         coordination.spawn(campaign(coordination.clone(), dir, task, state.clone(), known_tx));
-        coordination.inner.runtime.block_on(async {
+        coordination.wait(async {
             match tokio::time::timeout(CALL_TIMEOUT, known).await {
                 Ok(Ok(())) => Ok(()),
                 _ => {

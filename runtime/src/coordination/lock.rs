@@ -64,7 +64,7 @@ impl DistributedLock {
             Ok((client, path, token))
         })?;
         let mut lock = DistributedLock { coordination: coordination.clone(), client, path, token, released: false };
-        let held = coordination.inner.runtime.block_on(wait_turn(&lock.client, &dir, &lock.path, deadline));
+        let held = coordination.wait(wait_turn(&lock.client, &dir, &lock.path, deadline));
         match held {
             Ok(true) => Ok(Some(lock)),
             Ok(false) => {

@@ -139,12 +139,23 @@ impl Coordination {
         &self,
         call: impl Future<Output = Result<T, CoordinationError>> + Send,
     ) -> Result<T, CoordinationError> {
-        self.inner.runtime.block_on(async {
+        self.wait(async {
             match tokio::time::timeout(CALL_TIMEOUT, call).await {
                 Ok(result) => result,
                 Err(_) => Err(CoordinationError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
             }
         })
+    }
+
+    /// Runs `work` on the run's runtime and waits for it, with no bound. Called from a thread
+    /// of a multi-threaded runtime (a factory run by a worker's async code, say), it moves that
+    /// thread's other work away first instead of blocking it.
+    pub(crate) fn wait<T>(&self, work: impl Future<Output = T>) -> T {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.inner.runtime.block_on(work))
+        } else {
+            self.inner.runtime.block_on(work)
+        }
     }
 
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
