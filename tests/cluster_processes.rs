@@ -469,6 +469,8 @@ fn join_node_nine(target: &str, dir: &std::path::Path) -> (KillOnDrop, SocketAdd
         Command::new(env!("CARGO_BIN_EXE_squall"))
             .args(["node", "--id", "9", "--coordinator", target, "--slots", "2", "--worker-port", &worker_port])
             .args(["--http", &http.to_string()])
+            // The default log filter, so that a test can see `log_level` change it.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -571,6 +573,28 @@ async fn deactivate_pauses_the_spouts_and_activate_resumes_them() {
             assert!(Instant::now() < deadline, "{setting} was not applied: {status}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    // A component arg its kind declares reloadable reaches the running task, checked; and
+    // log_level changes what the worker logs (its default filter hides the info line that
+    // reports the new rate).
+    let fixed = squall(&["config", "paced", "drop.field=x", "--coordinator", &target]);
+    assert!(
+        String::from_utf8_lossy(&fixed.stderr).contains("cannot change while it runs (reloadable: none)"),
+        "{fixed:?}"
+    );
+    let invalid = squall(&["config", "paced", "gen.rate=-5", "--coordinator", &target]);
+    assert!(!invalid.status.success() && String::from_utf8_lossy(&invalid.stderr).contains("rate"), "{invalid:?}");
+    let log = dir.path().join("node9.log");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("gen.rate is now"));
+    for setting in ["log_level=info", "gen.rate=2000"] {
+        let changed = squall(&["config", "paced", setting, "--coordinator", &target]);
+        assert!(changed.status.success(), "{}", String::from_utf8_lossy(&changed.stderr));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&log).unwrap().contains("gen.rate is now 2000") {
+        assert!(Instant::now() < deadline, "the new rate was not applied: {}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

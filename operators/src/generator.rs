@@ -115,6 +115,10 @@ impl SpoutFactory for GeneratorConfig {
             buffer: String::new(),
         }))
     }
+
+    fn reloadable(&self) -> &[&str] {
+        &["rate"]
+    }
 }
 
 /// Makes the `generator` spout's sentences: a pure function of (seed, task index, sequence
@@ -337,6 +341,17 @@ impl Spout for GeneratorSpout {
 
     fn is_done(&self) -> bool {
         self.next_seq >= self.limit && self.replays.is_empty()
+    }
+
+    fn reconfigure(&mut self, arg: &str, value: &str) -> Result<(), BoxError> {
+        match arg {
+            "rate" => {
+                let rate = value.parse().map_err(|_| format!("`rate` must be a number, not '{value}'"))?;
+                self.limiter = RateLimiter::new(check_rate(rate)?);
+                Ok(())
+            }
+            _ => Err(format!("`{arg}` cannot be changed while running").into()),
+        }
     }
 }
 

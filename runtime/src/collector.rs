@@ -162,7 +162,7 @@ impl AckOutbox {
 /// Everything a task needs to emit: routes, buffers, ids and its counts.
 pub(crate) struct Emitter {
     pub(crate) task: TaskId,
-    component: smol_str::SmolStr,
+    pub(crate) component: smol_str::SmolStr,
     routes: Vec<StreamRoute>,
     /// The index of the default stream in `routes`, looked up once rather than per emit.
     default_route: Option<usize>,

@@ -58,6 +58,15 @@ pub trait Spout: Send {
 
     /// Called once when the task stops.
     fn close(&mut self) {}
+
+    /// Changes arg `arg` of the running task to `value` (from `squall config NAME
+    /// <component>.<arg>=<value>`): called, on the task's own thread, for each arg its factory
+    /// lists in [`SpoutFactory::reloadable`] whenever its live value changes. An error is
+    /// reported in the component's errors and the task runs on as before.
+    fn reconfigure(&mut self, arg: &str, value: &str) -> Result<(), BoxError> {
+        let _ = value;
+        Err(format!("`{arg}` cannot be changed while running").into())
+    }
 }
 
 /// A processing step: receives tuples, emits tuples.
@@ -79,6 +88,12 @@ pub trait Bolt: Send {
 
     /// Called once when the task stops, after the last `flush`.
     fn cleanup(&mut self) {}
+
+    /// Changes arg `arg` of the running task to `value`; see [`Spout::reconfigure`].
+    fn reconfigure(&mut self, arg: &str, value: &str) -> Result<(), BoxError> {
+        let _ = value;
+        Err(format!("`{arg}` cannot be changed while running").into())
+    }
 }
 
 /// A stream a component emits: its name and fields.
@@ -143,6 +158,12 @@ pub trait SpoutFactory: Send + Sync + 'static {
 
     /// The instance for one task.
     fn create(&self, ctx: &TaskContext) -> Result<Box<dyn Spout>, BoxError>;
+
+    /// The args `squall config` may change while the topology runs; each task gets the new
+    /// value through [`Spout::reconfigure`]. None by default.
+    fn reloadable(&self) -> &[&str] {
+        &[]
+    }
 }
 
 /// Makes the bolt instance of each task and declares the bolt's streams.
@@ -153,6 +174,12 @@ pub trait BoltFactory: Send + Sync + 'static {
 
     /// The instance for one task.
     fn create(&self, ctx: &TaskContext) -> Result<Box<dyn Bolt>, BoxError>;
+
+    /// The args `squall config` may change while the topology runs; each task gets the new
+    /// value through [`Bolt::reconfigure`]. None by default.
+    fn reloadable(&self) -> &[&str] {
+        &[]
+    }
 }
 
 /// What a task knows about its place in the topology.

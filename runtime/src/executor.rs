@@ -1,9 +1,10 @@
 //! The loops that run tasks: one thread per spout, bolt and acker task.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
@@ -34,6 +35,10 @@ pub(crate) struct Control {
     pub(crate) active: AtomicBool,
     /// Most tuple trees in flight per spout task (with acking on); changeable while running.
     pub(crate) max_spout_pending: AtomicUsize,
+    /// The live configuration (`squall config`): `<component>.<arg>` → value.
+    live: Mutex<Arc<BTreeMap<String, String>>>,
+    /// Bumped with every change of `live`, so tasks look at it only when it changed.
+    live_version: AtomicU64,
 }
 
 impl Control {
@@ -42,7 +47,57 @@ impl Control {
             stop: AtomicBool::new(false),
             active: AtomicBool::new(true),
             max_spout_pending: AtomicUsize::new(max_spout_pending),
+            live: Mutex::default(),
+            live_version: AtomicU64::new(0),
         })
+    }
+
+    /// Replaces the live configuration; tasks apply what changed before their next tuple.
+    pub(crate) fn set_live(&self, values: BTreeMap<String, String>) {
+        *self.live.lock().expect("never poisoned: nothing panics while it is held") = Arc::new(values);
+        self.live_version.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// What one task applied of the live configuration.
+struct LiveArgs {
+    /// `<component>.`: the keys that are this task's args.
+    prefix: String,
+    seen: u64,
+    applied: BTreeMap<String, String>,
+}
+
+impl LiveArgs {
+    fn new(component: &str) -> Self {
+        LiveArgs { prefix: format!("{component}."), seen: 0, applied: BTreeMap::new() }
+    }
+
+    /// Calls `reconfigure(arg, value)` for each of this component's args whose live value
+    /// changed since the last call, recording its errors.
+    fn apply(
+        &mut self,
+        control: &Control,
+        stats: &mut ComponentStats,
+        mut reconfigure: impl FnMut(&str, &str) -> Result<(), crate::BoxError>,
+    ) {
+        let version = control.live_version.load(Ordering::Acquire);
+        if version == self.seen {
+            return;
+        }
+        self.seen = version;
+        let live = control.live.lock().expect("never poisoned: nothing panics while it is held").clone();
+        for (key, value) in live.range(self.prefix.clone()..) {
+            let Some(arg) = key.strip_prefix(&self.prefix) else { break };
+            if self.applied.get(arg) == Some(value) {
+                continue;
+            }
+            self.applied.insert(arg.to_string(), value.clone());
+            match catch_unwind(AssertUnwindSafe(|| reconfigure(arg, value))) {
+                Ok(Ok(())) => tracing::info!("{}{arg} is now {value}", self.prefix),
+                Ok(Err(e)) => stats.record_error(format!("cannot set {}{arg} to {value}: {e}", self.prefix)),
+                Err(panic) => stats.record_error(format!("reconfigure {}", panic_message(panic))),
+            }
+        }
     }
 }
 
@@ -106,7 +161,9 @@ pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
     let mut tracker = SpoutTracker::new(timeout);
     let mut publisher = Publisher::new(metrics);
     let mut active = false;
+    let mut live = LiveArgs::new(&emitter.component);
     loop {
+        live.apply(&control, &mut emitter.stats, |arg, value| spout.reconfigure(arg, value));
         while let Ok(batch) = events.try_recv() {
             settle(spout.as_mut(), &mut tracker, &mut emitter.stats, batch);
         }
@@ -221,12 +278,16 @@ pub(crate) struct BoltTask {
     pub(crate) emitter: Emitter,
     pub(crate) inputs: Receiver<Vec<Tuple>>,
     pub(crate) metrics: Arc<ComponentMetrics>,
+    pub(crate) control: Arc<Control>,
 }
 
 pub(crate) fn run_bolt(mut bolt: Box<dyn Bolt>, task: BoltTask) {
-    let BoltTask { mut emitter, inputs, metrics } = task;
+    let BoltTask { mut emitter, inputs, metrics, control } = task;
     let mut publisher = Publisher::new(metrics);
+    let mut live = LiveArgs::new(&emitter.component);
     loop {
+        // Before each batch: an idle bolt applies a change before the next tuple it gets.
+        live.apply(&control, &mut emitter.stats, |arg, value| bolt.reconfigure(arg, value));
         let batch = match inputs.try_recv() {
             Ok(batch) => batch,
             Err(TryRecvError::Disconnected) => break,

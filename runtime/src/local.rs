@@ -344,6 +344,7 @@ impl LocalRun {
                         emitter,
                         inputs: bolt_rx[task as usize].take().expect("one receiver per bolt task"),
                         metrics: shared,
+                        control: control.clone(),
                     };
                     spawn(
                         name,
@@ -402,6 +403,13 @@ impl LocalRun {
     /// spouts follow at their next emit.
     pub fn set_max_spout_pending(&self, max: u32) {
         self.control.max_spout_pending.store(max as usize, Ordering::Relaxed);
+    }
+
+    /// Sets the live values of component args (`<component>.<arg>` → value, as `squall config`
+    /// writes them): each task whose args changed gets them through its `reconfigure` before
+    /// its next tuple.
+    pub fn set_live_args(&self, values: std::collections::BTreeMap<String, String>) {
+        self.control.set_live(values);
     }
 
     pub fn stopper(&self) -> Stopper {

@@ -91,6 +91,15 @@ impl Component {
         matches!(self.role, Role::Spout(_))
     }
 
+    /// The args of this component that may change while it runs (its factory's
+    /// `reloadable`).
+    pub fn reloadable(&self) -> &[&str] {
+        match &self.role {
+            Role::Spout(factory) => factory.reloadable(),
+            Role::Bolt(factory) => factory.reloadable(),
+        }
+    }
+
     /// The declared stream called `name`.
     pub fn output(&self, name: &str) -> Option<&StreamDecl> {
         self.outputs.iter().find(|s| s.name == name)

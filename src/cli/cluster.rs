@@ -126,7 +126,9 @@ pub(crate) fn set_active(args: ActivateArgs, active: bool) -> anyhow::Result<()>
 pub(crate) struct ConfigArgs {
     /// The deployed topology.
     name: String,
-    /// Settings to change, as KEY=VALUE (live: max_spout_pending).
+    /// Settings to change, as KEY=VALUE: max_spout_pending, log_level (a level or a filter such
+    /// as info,squall=debug), or COMPONENT.ARG for an arg its kind declares reloadable (e.g.
+    /// a generator's rate).
     #[arg(required = true, value_parser = parse_setting)]
     settings: Vec<(String, String)>,
     /// The ensemble, as HOST:PORT[,HOST:PORT...].
@@ -138,11 +140,11 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
-pub(crate) fn config(args: ConfigArgs) -> anyhow::Result<()> {
+pub(crate) fn config(registry: &Registry, args: ConfigArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let version = runtime.block_on(async {
         let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
-        Ok::<_, anyhow::Error>(topologies::configure(&client, &args.name, &args.settings).await?)
+        Ok::<_, anyhow::Error>(topologies::configure(&client, registry, &args.name, &args.settings).await?)
     })?;
     out!("{}: live configuration version {version}; running workers apply it within a second", args.name);
     Ok(())

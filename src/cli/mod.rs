@@ -75,6 +75,18 @@ enum Command {
     Kinds,
 }
 
+type LogFilterHandle = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the process's log filter (a worker applying `squall config NAME log_level=...`).
+static LOG_FILTER: std::sync::OnceLock<LogFilterHandle> = std::sync::OnceLock::new();
+
+/// Sets this process's log filter to `directives` (`debug`, `info,squall=debug`, ...).
+pub(crate) fn set_log_filter(directives: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| format!("'{directives}': {e}"))?;
+    let set = LOG_FILTER.get().ok_or("logging is not set up")?;
+    set(filter)
+}
+
 /// Parses durations such as `10s`, `500ms` or `2m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration (e.g. 10s, 500ms, 2m): {e}"))
@@ -82,14 +94,17 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub(crate) fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logging = tracing_subscriber::fmt()
         // openraft warns on every failed attempt to reach a peer that is still starting or is
         // down; those show in `RUST_LOG=openraft=warn`, not by default.
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,openraft=error".into()),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter_reloading();
+    let handle = logging.reload_handle();
+    let _ = LOG_FILTER.set(Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())));
+    logging.init();
     let result = match cli.command {
         Command::Local(args) => local::run(&registry, args),
         Command::Bench(command) => bench::run(&registry, command),
@@ -99,7 +114,7 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::Kill(args) => cluster::kill(args),
         Command::Status(args) => cluster::status(args),
         Command::Rebalance(args) => cluster::rebalance(args),
-        Command::Config(args) => cluster::config(args),
+        Command::Config(args) => cluster::config(&registry, args),
         Command::Activate(args) => cluster::set_active(args, true),
         Command::Deactivate(args) => cluster::set_active(args, false),
         Command::Worker(args) => worker::run(&registry, args),

@@ -55,7 +55,8 @@ fn about(addr: &str, run: &WorkerRun, config_version: i32) -> String {
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// Pauses or resumes the spouts as the topology's status says (`squall deactivate` /
-/// `activate`), and applies a new version of its live configuration (`squall config`);
+/// `activate`), and applies a new version of its live configuration (`squall config`:
+/// max_spout_pending, log_level, and component args its tasks take through `reconfigure`);
 /// `config_version` is the version applied so far (-1: none).
 async fn follow(client: &zk::Client, topology: &str, run: &WorkerRun, config_version: &mut i32) {
     if let Ok((data, _)) = client.get_data(&paths::topology(topology)).await {
@@ -67,10 +68,16 @@ async fn follow(client: &zk::Client, topology: &str, run: &WorkerRun, config_ver
     if stat.version == *config_version {
         return;
     }
-    let values: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&data).unwrap_or_default();
-    if let Some(max) = values.get("max_spout_pending").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()) {
+    let values: BTreeMap<String, String> = serde_json::from_slice(&data).unwrap_or_default();
+    if let Some(max) = values.get("max_spout_pending").and_then(|v| v.parse().ok()) {
         run.set_max_spout_pending(max);
     }
+    if let Some(level) = values.get("log_level") {
+        if let Err(e) = super::set_log_filter(level) {
+            tracing::warn!("worker of '{topology}': cannot apply log_level {e}");
+        }
+    }
+    run.set_live_args(values.into_iter().filter(|(key, _)| key.contains('.')).collect());
     tracing::info!("worker of '{topology}': live configuration version {} applied", stat.version);
     *config_version = stat.version;
 }

@@ -120,31 +120,30 @@ pub async fn kill(client: &zk::Client, name: &str) -> Result<(), zk::Error> {
     update(client, name, |record| record.status = Status::Killed).await
 }
 
-/// The settings `squall config` can change while a topology runs.
-pub const LIVE_SETTINGS: &[&str] = &["max_spout_pending"];
+/// The topology-wide settings `squall config` can change while a topology runs; besides them,
+/// `<component>.<arg>` for each arg a component's kind declares reloadable.
+pub const LIVE_SETTINGS: &[&str] = &["max_spout_pending", "log_level"];
 
 /// Sets `values` (key → value) in topology `name`'s live configuration,
 /// `/squall/config/<name>`; returns its new version. Refuses, changing nothing, a topology that
-/// is not deployed, a key that cannot change while running, and a value of the wrong type.
-pub async fn configure(client: &zk::Client, name: &str, values: &[(String, String)]) -> Result<i32, DeployError> {
-    if client.check_stat(&paths::topology(name)).await?.is_none() {
-        return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed")));
-    }
+/// is not deployed, a key that cannot change while running, and a value of the wrong type. A
+/// component arg (`<component>.<arg>`) must be one its kind (known to `registry`) declares
+/// reloadable, and the topology with the new value must still build.
+pub async fn configure(
+    client: &zk::Client,
+    registry: &Registry,
+    name: &str,
+    values: &[(String, String)],
+) -> Result<i32, DeployError> {
+    let record = match client.get_data(&paths::topology(name)).await {
+        Ok((data, _)) => serde_json::from_slice::<TopologyRecord>(&data)
+            .map_err(|e| DeployError::Invalid(format!("unreadable record of topology '{name}': {e}")))?,
+        Err(zk::Error::NoNode) => return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed"))),
+        Err(e) => return Err(e.into()),
+    };
+    let mut spec = record.parse().map_err(DeployError::Invalid)?;
     for (key, value) in values {
-        match key.as_str() {
-            "max_spout_pending" if value.parse::<u32>().is_ok_and(|v| v > 0) => {}
-            "max_spout_pending" => {
-                return Err(DeployError::Invalid(format!(
-                    "max_spout_pending must be a positive integer, not '{value}'"
-                )));
-            }
-            other => {
-                return Err(DeployError::Invalid(format!(
-                    "'{other}' cannot change while the topology runs (live settings: {})",
-                    LIVE_SETTINGS.join(", ")
-                )));
-            }
-        }
+        check_live_setting(registry, &mut spec, key, value).map_err(DeployError::Invalid)?;
     }
     super::ensure_skeleton(client).await?;
     let path = paths::config(name);
@@ -230,4 +229,49 @@ pub async fn list(client: &zk::Client) -> Result<Vec<(String, TopologyRecord)>, 
         }
     }
     Ok(topologies)
+}
+
+/// Whether `key` may be set to `value` while topology `spec` runs; a component arg is also set
+/// in `spec`, so that later checks see it.
+fn check_live_setting(registry: &Registry, spec: &mut TopologySpec, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "max_spout_pending" if value.parse::<u32>().is_ok_and(|v| v > 0) => return Ok(()),
+        "max_spout_pending" => return Err(format!("max_spout_pending must be a positive integer, not '{value}'")),
+        "log_level" if !value.trim().is_empty() => return Ok(()),
+        "log_level" => return Err("log_level needs a level or filter, e.g. debug or info,squall=debug".into()),
+        _ => {}
+    }
+    let unknown = || {
+        format!(
+            "'{key}' cannot change while the topology runs (live settings: {}, and <component>.<arg> for an arg \
+             its kind declares reloadable)",
+            LIVE_SETTINGS.join(", ")
+        )
+    };
+    let (component, arg) = key.split_once('.').ok_or_else(unknown)?;
+    let topology = registry.build(spec, "the deployed topology").map_err(|e| e.to_string())?;
+    let found = topology.components.iter().find(|c| c.id == component);
+    let found = found.ok_or_else(|| format!("topology '{}' has no component '{component}'", spec.name))?;
+    if !found.reloadable().contains(&arg) {
+        let reloadable = found.reloadable();
+        let which = if reloadable.is_empty() { "none".to_string() } else { reloadable.join(", ") };
+        return Err(format!(
+            "arg '{arg}' of component '{component}' (kind {}) cannot change while it runs (reloadable: {which})",
+            found.kind
+        ));
+    }
+    let parsed: serde_yaml::Value = serde_yaml::from_str(value).unwrap_or_else(|_| value.into());
+    let args = spec
+        .spouts
+        .iter_mut()
+        .find(|s| s.id == component)
+        .map(|s| &mut s.args)
+        .or_else(|| spec.bolts.iter_mut().find(|b| b.id == component).map(|b| &mut b.args))
+        .expect("the component was built from this spec");
+    if !args.is_mapping() {
+        *args = serde_yaml::Value::Mapping(Default::default());
+    }
+    args.as_mapping_mut().expect("made a mapping above").insert(arg.into(), parsed);
+    registry.build(spec, "the deployed topology").map_err(|e| format!("{key}={value}: {e}"))?;
+    Ok(())
 }

@@ -315,6 +315,12 @@ impl WorkerRun {
         self.run.set_max_spout_pending(max);
     }
 
+    /// Sets the live values of this worker's component args (see
+    /// [`LocalRun::set_live_args`]).
+    pub fn set_live_args(&self, values: std::collections::BTreeMap<String, String>) {
+        self.run.set_live_args(values);
+    }
+
     /// Applies a new assignment that keeps this worker's tasks: peers that moved are reached
     /// at their new address, new peers get a forwarder, and each remote task's later messages
     /// go to the worker that now runs it. Messages still queued in the transport for a worker
