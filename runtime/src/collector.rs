@@ -381,6 +381,13 @@ impl SpoutOutput<'_> {
     pub fn report_error(&mut self, message: impl Into<String>) {
         self.emitter.stats.record_error(message.into());
     }
+
+    /// Sets a gauge of this task — a value that goes up and down, such as a source's lag —
+    /// shown by `squall status`, a node's `/metrics` (as `squall_<metric>{...}`) and a local
+    /// run's summary. `labels` tell this task's gauges apart from its siblings'.
+    pub fn set_gauge(&mut self, metric: &str, labels: &[(&str, &str)], value: i64) {
+        self.emitter.stats.set_gauge(metric, labels, value);
+    }
 }
 
 /// An input tuple a bolt keeps to ack, fail or anchor to later ([`BoltOutput::defer`]).

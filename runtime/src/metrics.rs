@@ -4,7 +4,7 @@
 //! the component's shared copy every [`PUBLISH_INTERVAL`] and when it stops, so reading the
 //! metrics never slows the tuples down.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -51,6 +51,9 @@ pub struct ComponentStats {
     pub complete_latency_us: Histogram<u64>,
     /// Bolts: time spent in `execute`, in nanoseconds (sampled).
     pub execute_latency_ns: Histogram<u64>,
+    /// The latest value of each gauge the component's tasks set (a Kafka spout's lag per
+    /// partition, say), by name in Prometheus form: `metric{label="value",...}`.
+    pub gauges: BTreeMap<String, i64>,
 }
 
 impl Default for ComponentStats {
@@ -66,6 +69,7 @@ impl Default for ComponentStats {
             complete_latency_us: Histogram::new_with_bounds(1, 24 * 3600 * 1_000_000, 2)
                 .expect("valid histogram bounds"),
             execute_latency_ns: Histogram::new_with_bounds(1, 3600 * 1_000_000_000, 2).expect("valid histogram bounds"),
+            gauges: BTreeMap::new(),
         }
     }
 }
@@ -97,6 +101,15 @@ impl ComponentStats {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.complete_latency_us.add(&other.complete_latency_us);
         let _ = self.execute_latency_ns.add(&other.execute_latency_ns);
+        for (name, value) in &other.gauges {
+            self.gauges.insert(name.clone(), *value);
+        }
+    }
+
+    /// Sets gauge `metric` with `labels` to `value` (see [`gauges`](Self::gauges)).
+    pub fn set_gauge(&mut self, metric: &str, labels: &[(&str, &str)], value: i64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.gauges.insert(format!("{metric}{{{}}}", labels.join(",")), value);
     }
 
     /// Adds `self` into `shared` and starts counting from zero again.
@@ -111,6 +124,8 @@ impl ComponentStats {
         self.last_errors.clear();
         self.complete_latency_us.reset();
         self.execute_latency_ns.reset();
+        // The shared stats keep the latest values.
+        self.gauges.clear();
     }
 }
 
@@ -222,6 +237,11 @@ impl fmt::Display for SummaryTable<'_> {
         }
         writeln!(f, "(latency: complete latency for spouts, execute latency for bolts)")?;
         for c in self.0 {
+            for (name, value) in &c.stats.gauges {
+                writeln!(f, "{}: {name} = {value}", c.id)?;
+            }
+        }
+        for c in self.0 {
             for e in &c.stats.last_errors {
                 writeln!(f, "error in '{}': {}", c.id, e)?;
             }
@@ -248,6 +268,21 @@ mod tests {
         assert_eq!(s.errors, 1);
         assert_eq!(s.execute_latency_ns.len(), 1);
         assert_eq!(local.executed, 0);
+    }
+
+    #[test]
+    fn gauges_keep_the_latest_value_of_each_name() {
+        let shared = ComponentMetrics::new("k".into(), ComponentRole::Spout, 2);
+        let mut task = ComponentStats::default();
+        task.set_gauge("kafka_lag", &[("topic", "t"), ("partition", "0")], 7);
+        task.set_gauge("kafka_lag", &[("topic", "t"), ("partition", "1")], 2);
+        task.publish(&shared);
+        assert!(task.gauges.is_empty());
+        task.set_gauge("kafka_lag", &[("topic", "t"), ("partition", "0")], 3);
+        task.publish(&shared);
+        let gauges = shared.snapshot().gauges;
+        assert_eq!(gauges.get("kafka_lag{topic=\"t\",partition=\"0\"}"), Some(&3));
+        assert_eq!(gauges.get("kafka_lag{topic=\"t\",partition=\"1\"}"), Some(&2));
     }
 
     #[test]

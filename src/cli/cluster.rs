@@ -291,6 +291,13 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
                 last_error
             );
         }
+        for component in assignment.layout().components() {
+            for worker in &published {
+                for (name, value) in worker["components"][&component.id]["gauges"].as_object().into_iter().flatten() {
+                    out!("{}: {name} = {value}", component.id);
+                }
+            }
+        }
         Ok(())
     })
 }

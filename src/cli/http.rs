@@ -118,6 +118,18 @@ fn metrics(status: &Value) -> String {
             }
         }
     }
+    for worker in status["workers"].as_array().into_iter().flatten() {
+        let topology = worker["topology"].as_str().unwrap_or_default();
+        for (component, counts) in worker["published"]["components"].as_object().into_iter().flatten() {
+            for (name, value) in counts["gauges"].as_object().into_iter().flatten() {
+                // `metric{labels}` gets this worker's labels in front of its own.
+                let (metric, labels) = name.split_once('{').unwrap_or((name, "}"));
+                let ours = format!("node=\"{node}\",topology=\"{topology}\",component=\"{component}\"");
+                let labels = if labels == "}" { format!("{ours}}}") } else { format!("{ours},{labels}") };
+                let _ = writeln!(out, "squall_{metric}{{{labels} {}", value.as_i64().unwrap_or(0));
+            }
+        }
+    }
     let _ = writeln!(out, "# TYPE squall_workers gauge");
     let _ = writeln!(out, "squall_workers{{node=\"{node}\"}} {}", status["workers"].as_array().map_or(0, Vec::len));
     out

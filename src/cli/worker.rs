@@ -39,6 +39,7 @@ fn about(addr: &str, run: &WorkerRun, config_version: i32) -> String {
                 "complete_p50_ms": (!latency.is_empty()).then(|| latency.value_at_quantile(0.5) as f64 / 1000.0),
                 "complete_p99_ms": (!latency.is_empty()).then(|| latency.value_at_quantile(0.99) as f64 / 1000.0),
                 "last_error": stats.last_errors.back(),
+                "gauges": stats.gauges,
             }),
         );
     }
