@@ -182,6 +182,43 @@ async fn a_rebalance_moves_only_the_tasks_it_must() {
     replica.shutdown().await;
 }
 
+/// Guarantee: `rebalance --parallelism` gives a component a new number of tasks: the master
+/// schedules the new layout, every task of it placed once; unknown components and zero tasks
+/// are refused, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_can_change_a_components_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = store(dir.path()).await;
+    let admin = client(&replica).await;
+    for id in ["a", "b"] {
+        membership::register(&admin, &node(id, &["idle", "sink"])).await.unwrap();
+    }
+    let registry = registry();
+    topologies::deploy(&admin, &registry, TOPOLOGY, "demo.yaml", None).await.unwrap();
+    let candidate = Candidate::join(&admin, "a").await.unwrap();
+    let fence = Fence { epoch: candidate.lead().await.unwrap().epoch };
+    schedule_round(&admin, fence).await.unwrap();
+    let before = assignment(&admin, "demo").await;
+
+    let refused = topologies::set_parallelism(&admin, &registry, "demo", &[("nope".into(), 3)]).await;
+    assert!(refused.unwrap_err().to_string().contains("no component 'nope'"));
+    let refused = topologies::set_parallelism(&admin, &registry, "demo", &[("s".into(), 0)]).await;
+    assert!(refused.unwrap_err().to_string().contains("at least one task"));
+    assert!(schedule_round(&admin, fence).await.unwrap().written.is_empty(), "nothing changed");
+
+    topologies::set_parallelism(&admin, &registry, "demo", &[("s".into(), 4)]).await.unwrap();
+    assert_eq!(schedule_round(&admin, fence).await.unwrap().written, vec!["demo".to_string()]);
+    let after = assignment(&admin, "demo").await;
+    let spouts = after.layout().components().iter().find(|c| c.id == "s").unwrap().tasks();
+    assert_eq!(spouts.len(), 4);
+    let total = after.layout().task_count();
+    assert_eq!(total, before.layout().task_count() + 2);
+    let mut placed: Vec<u32> = after.workers().iter().flat_map(|w| w.tasks.iter()).collect();
+    placed.sort();
+    assert_eq!(placed, (0..total).collect::<Vec<_>>(), "every task placed once");
+    replica.shutdown().await;
+}
+
 /// A fenced write: the epoch check, then a setData of `/squall/topologies` to `data`.
 async fn fenced_write(client: &zk::Client, fence: Fence, data: &[u8]) -> Result<(), zk::MultiWriteError> {
     let mut writer = fence.writer(client);

@@ -156,24 +156,51 @@ pub(crate) struct RebalanceArgs {
     name: String,
     /// How many workers it should run on.
     #[arg(long)]
-    workers: u32,
+    workers: Option<u32>,
+    /// A component's new number of tasks, as COMPONENT=N (repeatable). The workers whose tasks
+    /// change are restarted with their new ones.
+    #[arg(long = "parallelism", value_parser = parse_parallelism)]
+    parallelism: Vec<(String, u32)>,
     /// The ensemble, as HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
     coordinator: String,
 }
 
-pub(crate) fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+fn parse_parallelism(s: &str) -> Result<(String, u32), String> {
+    let (component, tasks) = s.split_once('=').ok_or_else(|| format!("'{s}' is not COMPONENT=N"))?;
+    let tasks = tasks.parse().map_err(|_| format!("'{tasks}' is not a number of tasks"))?;
+    Ok((component.to_string(), tasks))
+}
+
+pub(crate) fn rebalance(registry: &Registry, args: RebalanceArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.workers.is_some() || !args.parallelism.is_empty(),
+        "say what to change: --workers N and/or --parallelism COMPONENT=N"
+    );
+    anyhow::ensure!(args.workers != Some(0), "--workers must be at least 1");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = connect(&args.coordinator, Duration::from_secs(10)).await?;
-        match topologies::rebalance(&client, &args.name, args.workers).await {
-            Ok(()) => Ok(()),
-            Err(zk::Error::NoNode) => Err(anyhow::anyhow!("no topology named '{}' is deployed", args.name)),
-            Err(e) => Err(e.into()),
+        if !args.parallelism.is_empty() {
+            topologies::set_parallelism(&client, registry, &args.name, &args.parallelism).await?;
+        }
+        match args.workers.map(|workers| topologies::rebalance(&client, &args.name, workers)) {
+            None => Ok(()),
+            Some(rebalanced) => match rebalanced.await {
+                Ok(()) => Ok(()),
+                Err(zk::Error::NoNode) => Err(anyhow::anyhow!("no topology named '{}' is deployed", args.name)),
+                Err(e) => Err(e.into()),
+            },
         }
     })?;
-    out!("rebalancing {} to {} workers: the master moves as few tasks as it can", args.name, args.workers);
+    let mut what = Vec::new();
+    if let Some(workers) = args.workers {
+        what.push(format!("{workers} workers"));
+    }
+    for (component, tasks) in &args.parallelism {
+        what.push(format!("{tasks} tasks of {component}"));
+    }
+    out!("rebalancing {} to {}: the master moves as few tasks as it can", args.name, what.join(", "));
     Ok(())
 }
 

@@ -113,7 +113,7 @@ pub(crate) fn main(registry: Registry) -> ExitCode {
         Command::List(args) => cluster::list(args),
         Command::Kill(args) => cluster::kill(args),
         Command::Status(args) => cluster::status(args),
-        Command::Rebalance(args) => cluster::rebalance(args),
+        Command::Rebalance(args) => cluster::rebalance(&registry, args),
         Command::Config(args) => cluster::config(&registry, args),
         Command::Activate(args) => cluster::set_active(args, true),
         Command::Deactivate(args) => cluster::set_active(args, false),

@@ -2,6 +2,8 @@
 //! status. `deploy` refuses, writing nothing, a file that does not build, a name already
 //! deployed, and a component kind no live node knows.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
 
@@ -43,15 +45,26 @@ pub struct TopologyRecord {
     /// Workers wanted, when `rebalance` changed it from the file's `workers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
+    /// Tasks per component, where `rebalance --parallelism` changed them from the file's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parallelism: BTreeMap<String, u32>,
 }
 
 impl TopologyRecord {
-    /// The spec, parsed again, under its deployed name and with its current worker count.
+    /// The spec, parsed again, under its deployed name and with its current worker count and
+    /// parallelism.
     pub fn parse(&self) -> Result<TopologySpec, String> {
         let mut spec = TopologySpec::parse(&self.spec, &paths::topology(&self.name)).map_err(|e| e.to_string())?;
         spec.name = self.name.clone();
         if let Some(workers) = self.workers {
             spec.workers = workers;
+        }
+        for (component, &tasks) in &self.parallelism {
+            let spouts = spec.spouts.iter_mut().map(|s| (&s.id, &mut s.parallelism));
+            let mut components = spouts.chain(spec.bolts.iter_mut().map(|b| (&b.id, &mut b.parallelism)));
+            if let Some((_, parallelism)) = components.find(|(id, _)| *id == component) {
+                *parallelism = tasks;
+            }
         }
         Ok(spec)
     }
@@ -102,8 +115,13 @@ pub async fn deploy(
             return Err(DeployError::UnknownKind { kind: kind.clone(), component: component.clone() });
         }
     }
-    let record =
-        TopologyRecord { name: spec.name.clone(), spec: yaml.to_string(), status: Status::Active, workers: None };
+    let record = TopologyRecord {
+        name: spec.name.clone(),
+        spec: yaml.to_string(),
+        status: Status::Active,
+        workers: None,
+        parallelism: BTreeMap::new(),
+    };
     super::ensure_skeleton(client).await?;
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let data = serde_json::to_vec(&record).expect("plain data serializes");
@@ -191,6 +209,38 @@ pub async fn set_active(client: &zk::Client, name: &str, active: bool) -> Result
 /// Fails with `NoNode` if no such topology is deployed.
 pub async fn rebalance(client: &zk::Client, name: &str, workers: u32) -> Result<(), zk::Error> {
     update(client, name, |record| record.workers = Some(workers)).await
+}
+
+/// Gives topology `name`'s components new task counts (`component → tasks`), checked first
+/// with `registry` (the topology must still build: a kind may refuse a count). The master
+/// schedules the new tasks; workers whose tasks change are restarted with their new ones.
+pub async fn set_parallelism(
+    client: &zk::Client,
+    registry: &Registry,
+    name: &str,
+    tasks: &[(String, u32)],
+) -> Result<(), DeployError> {
+    let record = match client.get_data(&paths::topology(name)).await {
+        Ok((data, _)) => serde_json::from_slice::<TopologyRecord>(&data)
+            .map_err(|e| DeployError::Invalid(format!("unreadable record of topology '{name}': {e}")))?,
+        Err(zk::Error::NoNode) => return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed"))),
+        Err(e) => return Err(e.into()),
+    };
+    let mut changed = record.clone();
+    for (component, count) in tasks {
+        if *count == 0 {
+            return Err(DeployError::Invalid(format!("component '{component}' needs at least one task")));
+        }
+        let spec = record.parse().map_err(DeployError::Invalid)?;
+        if !spec.spouts.iter().any(|s| &s.id == component) && !spec.bolts.iter().any(|b| &b.id == component) {
+            return Err(DeployError::Invalid(format!("topology '{name}' has no component '{component}'")));
+        }
+        changed.parallelism.insert(component.clone(), *count);
+    }
+    let spec = changed.parse().map_err(DeployError::Invalid)?;
+    registry.build(&spec, &paths::topology(name)).map_err(|e| DeployError::Invalid(e.to_string()))?;
+    update(client, name, |record| record.parallelism.extend(changed.parallelism.clone())).await?;
+    Ok(())
 }
 
 /// Changes topology `name`'s record with `change`, retrying on a concurrent change.
