@@ -8,11 +8,13 @@
 //! |---|---|---|---|
 //! | `file` | spout | [`file`](mod@file) | [`FileSpoutConfig`]: one tuple per line, replayed on failure |
 //! | `generator` | spout | [`generator`] | [`GeneratorConfig`]: synthetic sentences, for benchmarks |
+//! | `kafka` | spout | [`kafka::spout`] | [`KafkaSpoutConfig`]: Kafka messages, offsets kept in the znode store |
 //! | `split` | bolt | [`split`] | [`SplitBoltConfig`]: a string field into one tuple per word |
 //! | `count` | bolt | [`count`] | [`CountBoltConfig`]: running count per key |
 //! | `filter` | bolt | [`filter`] | [`FilterBoltConfig`]: passes tuples whose field matches a predicate |
 //! | `map` | bolt | [`map`] | [`MapBoltConfig`]: selects, renames, sets and case-converts fields |
 //! | `file_sink` | bolt | [`file_sink`] | [`FileSinkConfig`]: appends tuples as JSON lines, acks after writing |
+//! | `kafka_sink` | bolt | [`kafka::sink`] | [`KafkaSinkConfig`]: produces to a topic, acks once the broker has it |
 //! | `log` | bolt | [`log`](mod@log) | [`LogBoltConfig`]: prints tuples to stdout |
 //!
 //! [`registry`] returns a [`Registry`] that knows all of them; a crate with kinds of its own adds
@@ -41,6 +43,7 @@ pub mod file;
 pub mod file_sink;
 pub mod filter;
 pub mod generator;
+pub mod kafka;
 pub mod log;
 pub mod map;
 pub mod split;
@@ -55,6 +58,7 @@ pub use file::FileSpoutConfig;
 pub use file_sink::FileSinkConfig;
 pub use filter::FilterBoltConfig;
 pub use generator::{GeneratorConfig, SentenceGenerator};
+pub use kafka::{KafkaSinkConfig, KafkaSpoutConfig};
 pub use log::LogBoltConfig;
 pub use map::MapBoltConfig;
 pub use split::SplitBoltConfig;
@@ -73,11 +77,13 @@ pub fn register_builtins(registry: &mut Registry) {
     registry
         .spout::<FileSpoutConfig>("file")
         .spout::<GeneratorConfig>("generator")
+        .spout::<KafkaSpoutConfig>("kafka")
         .bolt::<SplitBoltConfig>("split")
         .bolt::<CountBoltConfig>("count")
         .bolt::<FilterBoltConfig>("filter")
         .bolt::<MapBoltConfig>("map")
         .bolt::<FileSinkConfig>("file_sink")
+        .bolt::<KafkaSinkConfig>("kafka_sink")
         .bolt::<LogBoltConfig>("log");
 }
 
@@ -88,7 +94,10 @@ mod tests {
     #[test]
     fn registry_knows_every_builtin_kind() {
         let registry = registry();
-        assert_eq!(registry.spout_kinds().collect::<Vec<_>>(), ["file", "generator"]);
-        assert_eq!(registry.bolt_kinds().collect::<Vec<_>>(), ["count", "file_sink", "filter", "log", "map", "split"]);
+        assert_eq!(registry.spout_kinds().collect::<Vec<_>>(), ["file", "generator", "kafka"]);
+        assert_eq!(
+            registry.bolt_kinds().collect::<Vec<_>>(),
+            ["count", "file_sink", "filter", "kafka_sink", "log", "map", "split"]
+        );
     }
 }
