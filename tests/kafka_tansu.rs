@@ -388,5 +388,20 @@ async fn rebalancing_the_spout_from_one_to_four_tasks_loses_nothing() {
     .await;
     let ends = produce(&tansu, "events", FIRST..FIRST + SECOND);
     cluster.wait_until_all_delivered_and_committed(&out, &ends).await;
+    // `status` shows each partition's committed offset (and the lag the broker reports).
+    let target = cluster.target.clone();
+    wait_for(
+        "status shows the committed offsets",
+        DEADLINE,
+        async || {
+            let status = squall(&["status", "ktop", "--coordinator", &target]);
+            let status = String::from_utf8_lossy(&status.stdout).to_string();
+            ends.iter().all(|(p, end)| {
+                status.contains(&format!("lines: kafka_committed_offset{{topic=\"events\",partition=\"{p}\"}} = {end}"))
+            }) && status.contains("kafka_lag{")
+        },
+        || String::from_utf8_lossy(&squall(&["status", "ktop", "--coordinator", &cluster.target]).stdout).to_string(),
+    )
+    .await;
     let _ = squall(&["kill", "ktop", "--coordinator", &cluster.target]);
 }

@@ -77,6 +77,11 @@ const MAX_SLOTS: usize = 1 << (64 - OFFSET_BITS);
 
 /// How often `next_tuple` serves the consumer's own queue and looks at the timers.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(5);
+/// How often a task publishes its partitions' offsets and lag.
+const LAG_EVERY: Duration = Duration::from_secs(2);
+/// The longest a task waits for a partition's watermarks when it publishes its lag: the
+/// figure is informational, and the task's thread is the one that emits.
+const LAG_TIMEOUT: Duration = Duration::from_millis(200);
 /// The longest a metadata or watermark request may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How soon a task tries again to start partitions after the store or the brokers failed it
@@ -343,6 +348,10 @@ struct KafkaSpout {
     next_housekeeping: Instant,
     next_refresh: Instant,
     next_commit: Instant,
+    /// When the partitions' lag gauges are due again.
+    next_lag: Instant,
+    /// Whether a commit ran since the committed-offset gauges were last set.
+    commits_to_publish: bool,
     /// Whether the last commit reached the store.
     last_commit_done: bool,
     errors: ErrorLog,
@@ -390,6 +399,8 @@ impl KafkaSpout {
             cursor: 0,
             complete: false,
             next_housekeeping: now,
+            next_lag: now,
+            commits_to_publish: false,
             next_refresh: now,
             next_commit: now + config.commit_interval,
             last_commit_done: true,
@@ -421,6 +432,7 @@ impl KafkaSpout {
         let finishing = self.last_commit_done && self.all_read() && !self.all_committed();
         if now >= self.next_commit || finishing {
             self.last_commit_done = self.commit_all();
+            self.commits_to_publish = true;
             self.next_commit = now + self.commit_every();
         }
     }
@@ -495,6 +507,8 @@ impl KafkaSpout {
     /// Starts reading `partitions` where their znodes say (or at `start`); `false` if some
     /// could not be started now.
     fn start(&mut self, partitions: Vec<(SmolStr, i32)>) -> bool {
+        // The new partitions' gauges are published at once, not in a while.
+        self.next_lag = Instant::now();
         let consumer = self.consumer.clone();
         let first_new = self.partitions.len();
         let mut assignment = TopicPartitionList::new();
@@ -742,6 +756,35 @@ impl KafkaSpout {
         true
     }
 
+    /// Sets each partition's gauges: the committed offset, the high watermark and the lag
+    /// between them (`squall status`, `/metrics`). The lag is informational: brokers differ in
+    /// what they report as the high watermark (tansu 0.6 gives the base offset of the last
+    /// batch + 1), so it is never used to decide anything.
+    fn publish_lag(&mut self, out: &mut SpoutOutput<'_>) {
+        self.publish_committed(out);
+        for p in self.partitions.iter().filter(|p| p.state != ReadState::Lost) {
+            let partition = p.partition.to_string();
+            let labels = [("topic", p.topic.as_str()), ("partition", partition.as_str())];
+            let Some(committed) = p.znode.committed() else { continue };
+            if let Ok((_, high)) = self.consumer.fetch_watermarks(&p.topic, p.partition, LAG_TIMEOUT) {
+                out.set_gauge("kafka_high_watermark", &labels, high);
+                out.set_gauge("kafka_lag", &labels, (high - committed).max(0));
+            }
+        }
+    }
+
+    /// Sets each partition's committed-offset gauge (after every commit: it costs nothing).
+    fn publish_committed(&mut self, out: &mut SpoutOutput<'_>) {
+        self.commits_to_publish = false;
+        for p in self.partitions.iter().filter(|p| p.state != ReadState::Lost) {
+            if let Some(committed) = p.znode.committed() {
+                let partition = p.partition.to_string();
+                let labels = [("topic", p.topic.as_str()), ("partition", partition.as_str())];
+                out.set_gauge("kafka_committed_offset", &labels, committed);
+            }
+        }
+    }
+
     /// How long after a commit the next one is due: `commit_interval`, and at least
     /// [`RETRY`] while the store refuses (each attempt may wait that long for it).
     fn commit_every(&self) -> Duration {
@@ -787,6 +830,12 @@ impl Spout for KafkaSpout {
         }
         for message in self.errors.drain() {
             out.report_error(message);
+        }
+        if now >= self.next_lag {
+            self.publish_lag(out);
+            self.next_lag = Instant::now() + LAG_EVERY;
+        } else if self.commits_to_publish {
+            self.publish_committed(out);
         }
         while let Some(id) = self.queued.pop_front() {
             // A message acked after it failed, or of a lost partition, has nothing to replay.
@@ -934,6 +983,14 @@ mod tests {
         let report = run(builder, store.session(TOPOLOGY));
 
         assert_eq!(report.reason, StopReason::Completed);
+        // Each partition's gauges were published as it started.
+        let gauges = &stats(&report, "kafka").gauges;
+        for p in 0..4 {
+            let labels = format!("{{topic=\"events\",partition=\"{p}\"}}");
+            assert_eq!(gauges.get(&format!("kafka_high_watermark{labels}")), Some(&1000), "{gauges:?}");
+            assert!(gauges.contains_key(&format!("kafka_committed_offset{labels}")), "{gauges:?}");
+            assert!(gauges.get(&format!("kafka_lag{labels}")).is_some_and(|&lag| (0..=1000).contains(&lag)));
+        }
         assert_eq!(read(&collected), expected("events", 4, 0, 1000));
         let s = stats(&report, "kafka");
         assert_eq!((s.emitted, s.acked, s.failed, s.errors), (4000, 4000, 0, 0), "{:?}", s.last_errors);
