@@ -134,3 +134,33 @@ fn metrics(status: &Value) -> String {
     let _ = writeln!(out, "squall_workers{{node=\"{node}\"}} {}", status["workers"].as_array().map_or(0, Vec::len));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_sum_counts_and_label_gauges_with_their_worker() {
+        let status = serde_json::json!({
+            "node": "n1",
+            "workers": [
+                { "topology": "t", "published": { "components": {
+                    "k": { "emitted": 5, "acked": 4, "gauges": { "kafka_lag{topic=\"e\",partition=\"0\"}": 7 } }
+                } } },
+                { "topology": "t", "published": { "components": {
+                    "k": { "emitted": 2, "gauges": { "backlog{}": 3 } }
+                } } }
+            ]
+        });
+        let text = metrics(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"squall_tuples_emitted_total{node=\"n1\",topology=\"t\",component=\"k\"} 7"), "{text}");
+        assert!(
+            lines.contains(
+                &"squall_kafka_lag{node=\"n1\",topology=\"t\",component=\"k\",topic=\"e\",partition=\"0\"} 7"
+            ),
+            "{text}"
+        );
+        assert!(lines.contains(&"squall_backlog{node=\"n1\",topology=\"t\",component=\"k\"} 3"), "{text}");
+    }
+}
