@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use squall_runtime::{Registry, TopologySpec};
 
+use super::local::EmbeddedStore;
 use crate::bench::{ThroughputOptions, throughput};
 
 #[derive(Subcommand)]
@@ -18,6 +19,47 @@ pub(crate) enum BenchCommand {
     /// or Apache ZooKeeper), per kind of request. Failed requests are counted by kind and make
     /// the command exit non-zero.
     Coordinator(CoordinatorArgs),
+    /// Consume-and-count throughput from a Kafka topic: a bare rdkafka consumer, then a kafka
+    /// spout -> split -> count topology with acking on, on the same messages, side by side.
+    Kafka(KafkaArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct KafkaArgs {
+    /// The bootstrap brokers, as HOST:PORT[,HOST:PORT...].
+    #[arg(long)]
+    brokers: String,
+    /// The topic to read.
+    #[arg(long)]
+    topic: String,
+    /// Creates the topic (it must not exist) and produces --messages messages into it first,
+    /// taking the partitions' ends from the delivery reports. Without it the topic is read from
+    /// its low to its high watermarks; tansu reports a high watermark short of the end, so
+    /// against tansu always use --produce.
+    #[arg(long)]
+    produce: bool,
+    /// Messages to produce (only with --produce).
+    #[arg(long, requires = "produce")]
+    messages: Option<u64>,
+    /// Partitions of the topic to create (only with --produce).
+    #[arg(long, requires = "produce")]
+    partitions: Option<i32>,
+    /// The most bytes of a produced value: a sentence of whole words up to this size (only with
+    /// --produce).
+    #[arg(long, requires = "produce")]
+    value_size: Option<usize>,
+    /// How many times to measure each side, in alternation; the medians are reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Tasks of the split bolt and of the count bolt each.
+    #[arg(long, default_value_t = 1)]
+    bolt_tasks: u32,
+    /// The topology's max_spout_pending (default: the runtime's default).
+    #[arg(long)]
+    max_spout_pending: Option<u32>,
+    /// Also writes the result as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -80,6 +122,7 @@ pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<
     match command {
         BenchCommand::Throughput(args) => run_throughput(registry, args),
         BenchCommand::Coordinator(args) => run_coordinator(args),
+        BenchCommand::Kafka(args) => run_kafka(args),
     }
 }
 
@@ -98,6 +141,31 @@ fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<(
     let options =
         ThroughputOptions { duration: args.duration, warmup: args.warmup, component, baseline: !args.no_baseline };
     let report = throughput(&topology, Some(&spec), &options)?;
+    out_part!("{report}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_kafka(args: KafkaArgs) -> anyhow::Result<()> {
+    let options = crate::bench::KafkaOptions {
+        brokers: args.brokers,
+        topic: args.topic,
+        produce: args.produce,
+        messages: args.messages.unwrap_or(1_000_000),
+        partitions: args.partitions.unwrap_or(4),
+        value_size: args.value_size.unwrap_or(80),
+        rounds: args.rounds,
+        bolt_tasks: args.bolt_tasks,
+        max_spout_pending: args.max_spout_pending,
+    };
+    // The kafka spout keeps its offsets in a znode store: a one-replica store for this run.
+    let store = EmbeddedStore::start(None)?;
+    let result = crate::bench::kafka(&options, &|topology| store.connect(topology));
+    store.stop();
+    let report = result?;
     out_part!("{report}");
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")

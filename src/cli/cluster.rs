@@ -12,9 +12,10 @@ use squall_runtime::cluster::{NodeInfo, membership, paths, topologies};
 use squall_runtime::scheduler::Assignment;
 use zookeeper_client as zk;
 
-/// How long a node's session lives without the coordinator hearing from it: its znode, and so
-/// its workers' tasks, move this long after it dies. The store clamps it to [2, 20] ticks.
-const NODE_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node's session lives without the coordinator hearing from it, by default: its
+/// znode, and so its workers' tasks, move this long after it dies. The store clamps it to
+/// [2, 20] ticks.
+pub(crate) const DEFAULT_SESSION_TIMEOUT: &str = "2s";
 /// How often the master looks again even without a watch firing.
 const MASTER_POLL: Duration = Duration::from_secs(2);
 /// Pause before a node re-joins after losing its session.
@@ -32,9 +33,9 @@ pub(crate) async fn connect(target: &str, session_timeout: Duration) -> anyhow::
 /// Runs node `info`'s cluster roles against the ensemble `target` until the process ends:
 /// registers it under `/squall/nodes` and stands for master. A lost session (the store was
 /// away longer than the session timeout) is re-joined with a new one.
-pub(crate) async fn run_roles(target: String, info: NodeInfo) {
+pub(crate) async fn run_roles(target: String, info: NodeInfo, session_timeout: Duration) {
     loop {
-        match roles_once(&target, &info).await {
+        match roles_once(&target, &info, session_timeout).await {
             Ok(()) => return,
             Err(e) => tracing::warn!("node {}: cluster roles stopped ({e:#}); re-joining", info.id),
         }
@@ -42,8 +43,8 @@ pub(crate) async fn run_roles(target: String, info: NodeInfo) {
     }
 }
 
-async fn roles_once(target: &str, info: &NodeInfo) -> anyhow::Result<()> {
-    let client = connect(target, NODE_SESSION_TIMEOUT).await?;
+async fn roles_once(target: &str, info: &NodeInfo, session_timeout: Duration) -> anyhow::Result<()> {
+    let client = connect(target, session_timeout).await?;
     membership::register(&client, info).await.context("cannot register the node")?;
     eprintln!("squall node {}: registered in the cluster ({} slots)", info.id, info.slots);
     master::run(client, &info.id, MASTER_POLL).await?;

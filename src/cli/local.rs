@@ -30,11 +30,7 @@ pub(crate) fn run(registry: &Registry, args: LocalArgs) -> anyhow::Result<()> {
         Some(dir) => eprintln!("coordinator: one-replica store in {} on {}", dir.display(), store.addr),
         None => eprintln!("coordinator: one-replica store for this run on {}", store.addr),
     }
-    let target = store.addr.to_string();
-    let coordination = store
-        .runtime
-        .block_on(Coordination::connect(&target, &topology.name))
-        .context("cannot open a session on the embedded store")?;
+    let coordination = store.connect(&topology.name)?;
     let options = RunOptions { duration: args.duration, coordination: Some(coordination) };
     let run = LocalRun::start(&topology, options)?;
     let stopper = run.stopper();
@@ -60,17 +56,17 @@ pub(crate) fn run(registry: &Registry, args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The znode store a local run embeds: one replica on a loopback port, its data in `--data-dir`
-/// or in a temp directory removed at the end of the run.
-struct EmbeddedStore {
-    addr: std::net::SocketAddr,
+/// The znode store a local run embeds (`squall local`, `squall bench kafka`): one replica on a
+/// loopback port, its data in `--data-dir` or in a temp directory removed at the end of the run.
+pub(super) struct EmbeddedStore {
+    pub(super) addr: std::net::SocketAddr,
     replica: Replica,
     runtime: tokio::runtime::Runtime,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl EmbeddedStore {
-    fn start(data_dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub(super) fn start(data_dir: Option<&Path>) -> anyhow::Result<Self> {
         let temp = match data_dir {
             Some(_) => None,
             None => {
@@ -90,7 +86,15 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { addr: replica.client_addr(), replica, runtime, _temp: temp })
     }
 
-    fn stop(self) {
+    /// Opens a session on the store for topology `topology`'s tasks.
+    pub(super) fn connect(&self, topology: &str) -> anyhow::Result<Coordination> {
+        let target = self.addr.to_string();
+        self.runtime
+            .block_on(Coordination::connect(&target, topology))
+            .context("cannot open a session on the embedded store")
+    }
+
+    pub(super) fn stop(self) {
         self.runtime.block_on(self.replica.shutdown());
     }
 }

@@ -59,6 +59,11 @@ pub(crate) struct NodeArgs {
     /// on this address. Needs --slots.
     #[arg(long, requires = "slots")]
     http: Option<SocketAddr>,
+    /// How long after this node (or one of its workers) dies the cluster acts on it: the
+    /// session timeout of the node's and its workers' sessions (clamped by the store to
+    /// [2, 20] ticks).
+    #[arg(long, default_value = super::cluster::DEFAULT_SESSION_TIMEOUT, value_parser = super::parse_duration)]
+    session_timeout: Duration,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -122,8 +127,9 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
             if let Some(listener) = http {
                 tokio::spawn(super::http::serve(listener, target.clone(), info.id.clone()));
             }
-            let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone()));
-            (tokio::spawn(super::cluster::run_roles(target.clone(), info)), supervisor)
+            let session = args.session_timeout;
+            let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone(), session));
+            (tokio::spawn(super::cluster::run_roles(target.clone(), info, session)), supervisor)
         });
         wait_for_signal().await?;
         if let Some((roles, supervisor)) = roles {

@@ -18,7 +18,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// Supervises the workers of `node` against the ensemble `target` until the task is dropped
 /// (which kills every worker it started).
-pub(crate) async fn supervise(target: String, node: String) {
+pub(crate) async fn supervise(target: String, node: String, session_timeout: Duration) {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -30,11 +30,11 @@ pub(crate) async fn supervise(target: String, node: String) {
     let mut client: Option<zk::Client> = None;
     loop {
         if client.is_none() {
-            client = super::cluster::connect(&target, Duration::from_secs(2)).await.ok();
+            client = super::cluster::connect(&target, session_timeout).await.ok();
         }
         if let Some(c) = &client {
             match wanted(c, &node).await {
-                Ok(wanted) => reconcile(&exe, &target, &node, &wanted, &mut workers),
+                Ok(wanted) => reconcile(&exe, &target, &node, session_timeout, &wanted, &mut workers),
                 // Keep the workers running while the store is away.
                 Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => client = None,
                 Err(e) => tracing::debug!("supervisor of node {node}: {e}"),
@@ -70,6 +70,7 @@ fn reconcile(
     exe: &PathBuf,
     target: &str,
     node: &str,
+    session_timeout: Duration,
     wanted: &[(String, u32)],
     workers: &mut BTreeMap<(String, u32), Child>,
 ) {
@@ -95,6 +96,7 @@ fn reconcile(
         let spawned = Command::new(exe)
             .args(["worker", "--topology", topology, "--node", node, "--slot", &slot.to_string()])
             .args(["--coordinator", target])
+            .args(["--session-timeout", &format!("{}ms", session_timeout.as_millis())])
             .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn();

@@ -97,6 +97,9 @@ pub(crate) struct WorkerArgs {
     /// The ensemble, as HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
     coordinator: String,
+    /// The session timeout of the worker's sessions (its node's `--session-timeout`).
+    #[arg(long, default_value = super::cluster::DEFAULT_SESSION_TIMEOUT, value_parser = super::parse_duration)]
+    session_timeout: Duration,
 }
 
 /// The assignment of `topology` and the address of each of its workers.
@@ -116,7 +119,7 @@ async fn placement(client: &zk::Client, topology: &str) -> anyhow::Result<(Assig
 pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = super::cluster::connect(&args.coordinator, Duration::from_secs(2)).await?;
+        let client = super::cluster::connect(&args.coordinator, args.session_timeout).await?;
         let (data, _) = client
             .get_data(&paths::topology(&args.topology))
             .await
@@ -130,7 +133,7 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
         let listen = listen.parse().with_context(|| format!("bad worker address {listen}"))?;
         // The tasks' own session (locks, leader elections, offsets): it ends with this
         // process, so what they hold passes on when the worker dies.
-        let coordination = Coordination::connect(&args.coordinator, &args.topology)
+        let coordination = Coordination::connect_with_timeout(&args.coordinator, &args.topology, args.session_timeout)
             .await
             .context("cannot open the tasks' session on the coordinator")?;
         let options = WorkerOptions { coordination: Some(coordination), ..WorkerOptions::default() };
@@ -167,7 +170,7 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
                 Err(e) => {
                     tracing::warn!("worker {me}: coordinator: {e}; running on");
                     if e == zk::Error::SessionExpired {
-                        if let Ok(fresh) = super::cluster::connect(&args.coordinator, Duration::from_secs(2)).await {
+                        if let Ok(fresh) = super::cluster::connect(&args.coordinator, args.session_timeout).await {
                             let about = about(&listen.to_string(), &run, config_version);
                             if fresh.create(&znode, about.as_bytes(), &ephemeral).await.is_ok() {
                                 client = fresh;

@@ -88,6 +88,7 @@ struct Inner {
     topology: String,
     /// The ensemble, to open a new session when the current one expired.
     target: String,
+    session_timeout: Duration,
     client: Mutex<zk::Client>,
     runtime: tokio::runtime::Handle,
 }
@@ -107,11 +108,23 @@ impl Coordination {
     /// watchers: it must outlive the run, and the blocking calls must be made from threads of
     /// its own (task threads), never from the runtime's.
     pub async fn connect(target: &str, topology: &str) -> Result<Coordination, CoordinationError> {
-        let client = open_session(target).await?;
+        Coordination::connect_with_timeout(target, topology, SESSION_TIMEOUT).await
+    }
+
+    /// Like [`connect`](Self::connect), with a session that expires `session_timeout` after
+    /// the store last heard from this process (so locks and leaderships pass on that long after
+    /// it dies).
+    pub async fn connect_with_timeout(
+        target: &str,
+        topology: &str,
+        session_timeout: Duration,
+    ) -> Result<Coordination, CoordinationError> {
+        let client = open_session(target, session_timeout).await?;
         Ok(Coordination {
             inner: Arc::new(Inner {
                 topology: topology.to_string(),
                 target: target.to_string(),
+                session_timeout,
                 client: Mutex::new(client),
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -129,7 +142,7 @@ impl Coordination {
         if !matches!(current.state(), zk::SessionState::Expired | zk::SessionState::Closed) {
             return Ok(current);
         }
-        let fresh = open_session(&self.inner.target).await?;
+        let fresh = open_session(&self.inner.target, self.inner.session_timeout).await?;
         *self.inner.client.lock().expect("the session lock is never poisoned") = fresh.clone();
         Ok(fresh)
     }
@@ -206,8 +219,8 @@ impl Coordination {
     }
 }
 
-async fn open_session(target: &str) -> Result<zk::Client, CoordinationError> {
-    let connecting = zk::Client::connector().with_session_timeout(SESSION_TIMEOUT).connect(target);
+async fn open_session(target: &str, session_timeout: Duration) -> Result<zk::Client, CoordinationError> {
+    let connecting = zk::Client::connector().with_session_timeout(session_timeout).connect(target);
     match tokio::time::timeout(CALL_TIMEOUT, connecting).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(CoordinationError::Unavailable(format!("cannot reach {target}: {e}"))),
