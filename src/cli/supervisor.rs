@@ -40,8 +40,22 @@ pub(crate) async fn supervise(target: String, node: String, session_timeout: Dur
                 Err(e) => tracing::debug!("supervisor of node {node}: {e}"),
             }
         }
-        tokio::time::sleep(CHECK_EVERY).await;
+        // Look again in a moment, or at once when a worker exits: a crashed worker is
+        // restarted without waiting for the next round.
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = first_exit(&mut workers) => {}
+        }
     }
+}
+
+/// Waits until one of `workers` exits (forever if there are none).
+async fn first_exit(workers: &mut BTreeMap<(String, u32), Child>) {
+    if workers.is_empty() {
+        return std::future::pending().await;
+    }
+    let exits = workers.values_mut().map(|child| Box::pin(child.wait()));
+    let _ = futures::future::select_all(exits).await;
 }
 
 /// The (topology, slot) pairs of this node that assignments use.

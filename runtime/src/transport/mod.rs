@@ -100,7 +100,9 @@ impl Default for TransportSettings {
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(20),
-            backoff_max: Duration::from_secs(1),
+            // A restarted worker is back within a few hundred milliseconds: retry often enough
+            // not to add much to that.
+            backoff_max: Duration::from_millis(100),
         }
     }
 }
