@@ -146,7 +146,16 @@ pub(crate) fn run(registry: &Registry, args: WorkerArgs) -> anyhow::Result<()> {
         let mut config_version = -1;
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let znode = paths::worker(&args.topology, &args.node, args.slot);
-        client.create(&znode, about(&listen.to_string(), &run, config_version).as_bytes(), &ephemeral).await?;
+        let published = about(&listen.to_string(), &run, config_version);
+        match client.create(&znode, published.as_bytes(), &ephemeral).await {
+            // The znode of this slot's previous worker, which died before its session expired:
+            // this worker replaces it rather than wait for the expiry.
+            Err(zk::Error::NodeExists) => {
+                let _ = client.delete(&znode, None).await;
+                client.create(&znode, published.as_bytes(), &ephemeral).await?;
+            }
+            created => drop(created?),
+        }
         eprintln!("squall worker {me} of '{}': running tasks {:?}", args.topology, run.tasks());
 
         // The supervisor holds our stdin: end of file means it is gone.
