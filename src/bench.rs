@@ -9,6 +9,13 @@
 //! fenced multi) from many concurrent sessions against any ZooKeeper-compatible ensemble, so
 //! Squall's coordinator and Apache ZooKeeper are measured by the same client on the same
 //! requests; it reports throughput, latency percentiles and errors per kind of request.
+//!
+//! [`kafka()`] reads a Kafka topic with a bare rdkafka consumer and then with a `kafka` spout →
+//! `split` → `count` topology, acking on, and reports both rates from the same run.
+
+mod kafka;
+
+pub use kafka::{KafkaOptions, KafkaReport, KafkaRound, kafka};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

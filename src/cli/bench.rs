@@ -38,14 +38,14 @@ pub(crate) struct KafkaArgs {
     /// against tansu always use --produce.
     #[arg(long)]
     produce: bool,
-    /// Messages to produce (only with --produce).
+    /// Messages to produce (only with --produce; default 1000000).
     #[arg(long, requires = "produce")]
     messages: Option<u64>,
-    /// Partitions of the topic to create (only with --produce).
+    /// Partitions of the topic to create (only with --produce; default 4).
     #[arg(long, requires = "produce")]
     partitions: Option<i32>,
     /// The most bytes of a produced value: a sentence of whole words up to this size (only with
-    /// --produce).
+    /// --produce; default 80).
     #[arg(long, requires = "produce")]
     value_size: Option<usize>,
     /// How many times to measure each side, in alternation; the medians are reported.
