@@ -13,7 +13,9 @@
 //! [`kafka()`] reads a Kafka topic with a bare rdkafka consumer and then with a `kafka` spout →
 //! `split` → `count` topology, acking on, and reports both rates from the same run.
 
+pub mod failover;
 mod kafka;
+pub mod plot;
 
 pub use kafka::{KafkaOptions, KafkaReport, KafkaRound, kafka};
 

@@ -39,6 +39,8 @@ pub mod prelude {
 
 /// Runs the `squall` command line with the component kinds of `registry`, and returns the
 /// process's exit code.
-pub fn main(registry: Registry) -> std::process::ExitCode {
+pub fn main(mut registry: Registry) -> std::process::ExitCode {
+    // Every node can run `squall bench failover`'s topology.
+    bench::failover::register_kinds(&mut registry);
     cli::main(registry)
 }

@@ -80,7 +80,7 @@ pub use component::{
     bolt_fn_streams, spout_fn, spout_fn_streams,
 };
 pub use config::TopologyConfig;
-pub use coordination::{Coordination, CoordinationError, DistributedLock, LeaderElection};
+pub use coordination::{Coordination, CoordinationError, DistributedLock, LeaderElection, PendingWrite};
 pub use grouping::Grouping;
 pub use local::{LocalRun, RunOptions, RunReport, StopReason, Stopper, run_local};
 pub use metrics::{ComponentStats, ComponentSummary, SummaryTable, TopologyMetrics};

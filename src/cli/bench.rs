@@ -22,6 +22,38 @@ pub(crate) enum BenchCommand {
     /// Consume-and-count throughput from a Kafka topic: a bare rdkafka consumer, then a kafka
     /// spout -> split -> count topology with acking on, on the same messages, side by side.
     Kafka(KafkaArgs),
+    /// Failover latency: starts a 3-node cluster on loopback, runs a steady-rate topology and
+    /// SIGKILLs a worker, a node, the master or the coordinator's leader, trial after trial;
+    /// reports how long the affected streams took to deliver again, lost and duplicated tuples.
+    Failover(FailoverArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct FailoverArgs {
+    /// What to kill: worker-kill, node-kill, master-kill or coordinator-leader-kill.
+    #[arg(long)]
+    scenario: crate::bench::failover::Scenario,
+    /// How many kills.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// The nodes' and workers' session timeout: how long after a node dies the cluster acts.
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    session_timeout: Duration,
+    /// Tuples per second, over the topology's three streams.
+    #[arg(long, default_value_t = 3000.0)]
+    rate: f64,
+    /// The coordinator's tick (session timeouts are clamped to [2, 20] ticks).
+    #[arg(long, default_value = "100ms", value_parser = super::parse_duration)]
+    tick: Duration,
+    /// The topology's message timeout: how long a tuple tree may take before it is replayed.
+    #[arg(long, default_value = "3s", value_parser = super::parse_duration)]
+    message_timeout: Duration,
+    /// Also writes the result as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also draws the distribution of each measure over the trials as an SVG to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -123,7 +155,60 @@ pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<
         BenchCommand::Throughput(args) => run_throughput(registry, args),
         BenchCommand::Coordinator(args) => run_coordinator(args),
         BenchCommand::Kafka(args) => run_kafka(args),
+        BenchCommand::Failover(args) => run_failover(registry, args),
     }
+}
+
+fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
+    use crate::bench::failover::{FailoverOptions, failover};
+    let options = FailoverOptions {
+        program: std::env::current_exe().context("cannot find this binary to start the nodes")?,
+        scenario: args.scenario,
+        trials: args.trials,
+        session_timeout: args.session_timeout,
+        rate: args.rate,
+        tick: args.tick,
+        message_timeout: args.message_timeout,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(failover(&options, registry))?;
+    out!(
+        "failover {}: {} trials, session timeout {:?}, {} tuples/s",
+        report.scenario,
+        report.trials.len(),
+        report.session_timeout,
+        report.rate
+    );
+    out!("{:<16} {:>10} {:>10} {:>10} {:>10}", "ms", "p50", "p90", "p99", "max");
+    for (name, quantiles) in report.measures() {
+        match quantiles {
+            Some(q) => out!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms),
+            None => out!("{name:<16} {:>10}", "-"),
+        }
+    }
+    out!("lost {}, duplicated {}, delivered {}", report.lost, report.duplicated, report.delivered);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let samples: Vec<(&str, Vec<f64>)> = [
+            ("recovery", report.trials.iter().map(|t| Some(t.recovery)).collect::<Vec<_>>()),
+            ("detection", report.trials.iter().map(|t| t.detection).collect()),
+            ("reassignment", report.trials.iter().map(|t| t.reassignment).collect()),
+            ("resume", report.trials.iter().map(|t| t.resume).collect()),
+        ]
+        .into_iter()
+        .map(|(name, values)| (name, values.into_iter().flatten().map(|d| d.as_secs_f64() * 1000.0).collect()))
+        .collect();
+        let series: Vec<crate::bench::plot::Series<'_>> =
+            samples.iter().map(|(name, ms)| crate::bench::plot::Series { name, samples_ms: ms }).collect();
+        let title = format!("squall bench failover --scenario {} ({} trials)", report.scenario, report.trials.len());
+        std::fs::write(path, crate::bench::plot::latency_svg(&title, &series))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    anyhow::ensure!(report.lost == 0, "{} tuples were lost", report.lost);
+    Ok(())
 }
 
 fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<()> {
@@ -158,6 +243,7 @@ fn run_kafka(args: KafkaArgs) -> anyhow::Result<()> {
         partitions: args.partitions.unwrap_or(4),
         value_size: args.value_size.unwrap_or(80),
         rounds: args.rounds,
+        // Checked by clap against the same names.
         bolt_tasks: args.bolt_tasks,
         max_spout_pending: args.max_spout_pending,
     };

@@ -16,6 +16,12 @@ use zookeeper_client as zk;
 /// How often the supervisor checks its workers and the assignments.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
+/// A worker process and the write end of its stdin pipe: the worker exits when it closes.
+struct Worker {
+    child: Child,
+    _stdin: Option<tokio::process::ChildStdin>,
+}
+
 /// Supervises the workers of `node` against the ensemble `target` until the task is dropped
 /// (which kills every worker it started).
 pub(crate) async fn supervise(target: String, node: String, session_timeout: Duration) {
@@ -26,7 +32,7 @@ pub(crate) async fn supervise(target: String, node: String, session_timeout: Dur
             return;
         }
     };
-    let mut workers: BTreeMap<(String, u32), Child> = BTreeMap::new();
+    let mut workers: BTreeMap<(String, u32), Worker> = BTreeMap::new();
     let mut client: Option<zk::Client> = None;
     loop {
         if client.is_none() {
@@ -50,11 +56,11 @@ pub(crate) async fn supervise(target: String, node: String, session_timeout: Dur
 }
 
 /// Waits until one of `workers` exits (forever if there are none).
-async fn first_exit(workers: &mut BTreeMap<(String, u32), Child>) {
+async fn first_exit(workers: &mut BTreeMap<(String, u32), Worker>) {
     if workers.is_empty() {
         return std::future::pending().await;
     }
-    let exits = workers.values_mut().map(|child| Box::pin(child.wait()));
+    let exits = workers.values_mut().map(|worker| Box::pin(worker.child.wait()));
     let _ = futures::future::select_all(exits).await;
 }
 
@@ -86,9 +92,9 @@ fn reconcile(
     node: &str,
     session_timeout: Duration,
     wanted: &[(String, u32)],
-    workers: &mut BTreeMap<(String, u32), Child>,
+    workers: &mut BTreeMap<(String, u32), Worker>,
 ) {
-    workers.retain(|key, child| {
+    workers.retain(|key, Worker { child, .. }| {
         if !wanted.contains(key) {
             tracing::info!("supervisor of node {node}: stopping worker {}-{} of '{}'", node, key.1, key.0);
             let _ = child.start_kill();
@@ -115,8 +121,11 @@ fn reconcile(
             .kill_on_drop(true)
             .spawn();
         match spawned {
-            Ok(child) => {
-                workers.insert(key.clone(), child);
+            Ok(mut child) => {
+                // Kept apart from the child: waiting on a tokio child closes its stdin, which
+                // would tell the worker its supervisor is gone.
+                let stdin = child.stdin.take();
+                workers.insert(key.clone(), Worker { child, _stdin: stdin });
             }
             Err(e) => tracing::error!("supervisor of node {node}: cannot start a worker: {e}"),
         }

@@ -190,14 +190,31 @@ impl Coordination {
     /// does not exist yet, in which case it and its missing parents are created). Returns the
     /// znode's new version; [`CoordinationError::Conflict`] when someone else wrote first.
     pub fn write(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<i32, CoordinationError> {
-        self.block_on(async {
-            let client = self.session().await?;
-            let written = match expected {
-                Some(version) => client.set_data(path, data, Some(version)).await.map(|stat| stat.version),
-                None => create_with_parents(&client, path, data, zk::CreateMode::Persistent).await.map(|_| 0),
+        self.block_on(self.write_now(path, data, expected))
+    }
+
+    /// Starts [`write`](Self::write) and returns at once: a task keeps emitting while the store
+    /// is slow or away (a new Raft leader being elected, say), and looks at the outcome later.
+    pub fn write_in_background(&self, path: &str, data: Vec<u8>, expected: Option<i32>) -> PendingWrite {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let (this, path) = (self.clone(), path.to_string());
+        self.spawn(async move {
+            let written = match tokio::time::timeout(CALL_TIMEOUT, this.write_now(&path, &data, expected)).await {
+                Ok(written) => written,
+                Err(_) => Err(CoordinationError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
             };
-            written.map_err(|e| CoordinationError::from_zk(path, e))
-        })
+            let _ = done.send(written);
+        });
+        PendingWrite { result }
+    }
+
+    async fn write_now(&self, path: &str, data: &[u8], expected: Option<i32>) -> Result<i32, CoordinationError> {
+        let client = self.session().await?;
+        let written = match expected {
+            Some(version) => client.set_data(path, data, Some(version)).await.map(|stat| stat.version),
+            None => create_with_parents(&client, path, data, zk::CreateMode::Persistent).await.map(|_| 0),
+        };
+        written.map_err(|e| CoordinationError::from_zk(path, e))
     }
 
     /// Takes the lock `name` of this topology, waiting as long as another holder has it (see
@@ -216,6 +233,26 @@ impl Coordination {
     /// [`LeaderElection`]).
     pub fn elect(&self, component: &str, task: u32) -> Result<LeaderElection, CoordinationError> {
         LeaderElection::join(self, component, task)
+    }
+}
+
+/// A write under way (see [`Coordination::write_in_background`]).
+#[derive(Debug)]
+pub struct PendingWrite {
+    result: tokio::sync::oneshot::Receiver<Result<i32, CoordinationError>>,
+}
+
+impl PendingWrite {
+    /// The write's outcome — the znode's new version, or why not — once the store answered or
+    /// the call timed out; `None` while it is under way.
+    pub fn outcome(&mut self) -> Option<Result<i32, CoordinationError>> {
+        match self.result.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                Some(Err(CoordinationError::Unavailable("the write was abandoned".into())))
+            }
+        }
     }
 }
 
