@@ -590,6 +590,13 @@ impl Replica {
         self.inner.is_leader()
     }
 
+    /// A probe of [`is_leader`](Self::is_leader) that outlives borrows of the replica (for a
+    /// role of the same process that wants to know, such as a master that steps aside).
+    pub fn leader_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || inner.upgrade().is_some_and(|inner| inner.is_leader())
+    }
+
     /// The zxid of the last command applied here.
     pub fn last_zxid(&self) -> Zxid {
         self.inner.state.last_zxid()

@@ -260,3 +260,47 @@ async fn the_next_candidate_leads_with_a_newer_epoch_and_the_old_master_is_fence
     assert_eq!(observer.get_data(paths::TOPOLOGIES).await.unwrap().0, b"from b");
     replica.shutdown().await;
 }
+
+/// Guarantee: a master whose node should step aside (its replica leads the coordinator)
+/// resigns as soon as another candidate waits, and that candidate becomes master with a newer
+/// epoch; a node that need not step aside keeps the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_steps_aside_for_another_candidate_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = store(dir.path()).await;
+    let (a, b, observer) = (client(&replica).await, client(&replica).await, client(&replica).await);
+    let master = async |observer: &zk::Client| {
+        let (data, stat) = observer.get_data(paths::EPOCH).await.ok()?;
+        Some((String::from_utf8(data).unwrap(), stat.version))
+    };
+    let first =
+        tokio::spawn(
+            async move { squall_runtime::cluster::master::run(a, "a", Duration::from_secs(2), &|| true).await },
+        );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while master(&observer).await.is_none_or(|(node, _)| node != "a") {
+        assert!(tokio::time::Instant::now() < deadline, "a never became master");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, a_epoch) = master(&observer).await.unwrap();
+    // Alone, a keeps the role although it would step aside.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(master(&observer).await.unwrap(), ("a".to_string(), a_epoch));
+
+    let second =
+        tokio::spawn(
+            async move { squall_runtime::cluster::master::run(b, "b", Duration::from_secs(2), &|| false).await },
+        );
+    while master(&observer).await.is_none_or(|(node, _)| node != "b") {
+        assert!(tokio::time::Instant::now() < deadline, "b never took over from a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, b_epoch) = master(&observer).await.unwrap();
+    assert!(b_epoch > a_epoch);
+    // b stays master: it need not step aside, and a waits in line.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(master(&observer).await.unwrap(), ("b".to_string(), b_epoch));
+    first.abort();
+    second.abort();
+    replica.shutdown().await;
+}

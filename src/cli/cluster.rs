@@ -33,9 +33,12 @@ pub(crate) async fn connect(target: &str, session_timeout: Duration) -> anyhow::
 /// Runs node `info`'s cluster roles against the ensemble `target` until the process ends:
 /// registers it under `/squall/nodes` and stands for master. A lost session (the store was
 /// away longer than the session timeout) is re-joined with a new one.
-pub(crate) async fn run_roles(target: String, info: NodeInfo, session_timeout: Duration) {
+/// Whether this node's master should leave the role to another node (see `master::run`).
+pub(crate) type StepAside = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+pub(crate) async fn run_roles(target: String, info: NodeInfo, session_timeout: Duration, step_aside: StepAside) {
     loop {
-        match roles_once(&target, &info, session_timeout).await {
+        match roles_once(&target, &info, session_timeout, &step_aside).await {
             Ok(()) => return,
             Err(e) => tracing::warn!("node {}: cluster roles stopped ({e:#}); re-joining", info.id),
         }
@@ -43,11 +46,16 @@ pub(crate) async fn run_roles(target: String, info: NodeInfo, session_timeout: D
     }
 }
 
-async fn roles_once(target: &str, info: &NodeInfo, session_timeout: Duration) -> anyhow::Result<()> {
+async fn roles_once(
+    target: &str,
+    info: &NodeInfo,
+    session_timeout: Duration,
+    step_aside: &StepAside,
+) -> anyhow::Result<()> {
     let client = connect(target, session_timeout).await?;
     membership::register(&client, info).await.context("cannot register the node")?;
     eprintln!("squall node {}: registered in the cluster ({} slots)", info.id, info.slots);
-    master::run(client, &info.id, MASTER_POLL).await?;
+    master::run(client, &info.id, MASTER_POLL, step_aside.as_ref()).await?;
     Ok(())
 }
 

@@ -128,8 +128,13 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
                 tokio::spawn(super::http::serve(listener, target.clone(), info.id.clone()));
             }
             let session = args.session_timeout;
+            // A node hosting the coordinator's Raft leader leaves the master role to another.
+            let step_aside: super::cluster::StepAside = match &replica {
+                Some(replica) => std::sync::Arc::new(replica.leader_probe()),
+                None => std::sync::Arc::new(|| false),
+            };
             let supervisor = tokio::spawn(super::supervisor::supervise(target.clone(), info.id.clone(), session));
-            (tokio::spawn(super::cluster::run_roles(target.clone(), info, session)), supervisor)
+            (tokio::spawn(super::cluster::run_roles(target.clone(), info, session, step_aside)), supervisor)
         });
         wait_for_signal().await?;
         if let Some((roles, supervisor)) = roles {

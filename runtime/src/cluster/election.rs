@@ -76,6 +76,19 @@ impl Candidate {
     pub fn node(&self) -> &str {
         &self.node
     }
+
+    /// Whether another candidate is in line (one could take over if this one resigned).
+    pub async fn others_waiting(&self) -> Result<bool, zk::Error> {
+        Ok(self.client.list_children(paths::CANDIDATES).await?.iter().any(|c| *c != self.name))
+    }
+
+    /// Leaves the election: the next candidate in line leads.
+    pub async fn resign(self) -> Result<(), zk::Error> {
+        match self.client.delete(&format!("{}/{}", paths::CANDIDATES, self.name), None).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The fencing token of a master: writes made through [`Fence::writer`] apply only while the

@@ -38,13 +38,44 @@ pub struct Round {
     pub removed: Vec<String>,
 }
 
+/// How often a master asks whether it should step aside.
+const STEP_ASIDE_CHECK: Duration = Duration::from_millis(500);
+
 /// Campaigns for master as `node` and, once leading, schedules until fenced out or the session
 /// ends. `poll` bounds how long a change can go unnoticed if a watch is missed.
-pub async fn run(client: zk::Client, node: &str, poll: Duration) -> Result<(), MasterError> {
-    let candidate = Candidate::join(&client, node).await?;
-    let leadership = candidate.lead().await?;
-    tracing::info!("node {node} is the master (epoch {})", leadership.epoch);
-    let fence = Fence { epoch: leadership.epoch };
+///
+/// `step_aside` says whether this node should leave the master role to another candidate: a
+/// node whose coordinator replica leads the Raft group does, when another candidate waits, so
+/// that the loss of one node costs one election — the store's or the master's — and not both
+/// back to back (a new Raft leader restarts every session's timeout, so a master that died
+/// with the Raft leader is replaced a whole session timeout after the new leader is elected).
+pub async fn run(
+    client: zk::Client,
+    node: &str,
+    poll: Duration,
+    step_aside: &(dyn Fn() -> bool + Send + Sync),
+) -> Result<(), MasterError> {
+    loop {
+        let candidate = Candidate::join(&client, node).await?;
+        let leadership = candidate.lead().await?;
+        tracing::info!("node {node} is the master (epoch {})", leadership.epoch);
+        let fence = Fence { epoch: leadership.epoch };
+        lead(&client, fence, poll, step_aside, &candidate).await?;
+        tracing::info!("node {node} steps aside as master: its replica leads the coordinator");
+        candidate.resign().await?;
+    }
+}
+
+/// Schedules as master until fenced out, the session ends (errors) or it should step aside
+/// (returns).
+async fn lead(
+    client: &zk::Client,
+    fence: Fence,
+    poll: Duration,
+    step_aside: &(dyn Fn() -> bool + Send + Sync),
+    candidate: &Candidate,
+) -> Result<(), MasterError> {
+    let mut aside = tokio::time::interval(STEP_ASIDE_CHECK);
     loop {
         // Watches set once per change, not once per round: a round the poll starts keeps them.
         let (_, _, nodes_changed) = client.get_and_watch_children(paths::NODES).await?;
@@ -53,7 +84,7 @@ pub async fn run(client: zk::Client, node: &str, poll: Duration) -> Result<(), M
         let topologies_changed = topologies_changed.changed();
         tokio::pin!(nodes_changed, topologies_changed);
         loop {
-            let round = schedule_round(&client, fence).await?;
+            let round = schedule_round(client, fence).await?;
             for name in &round.written {
                 tracing::info!("master: assignment of '{name}' written");
             }
@@ -63,10 +94,22 @@ pub async fn run(client: zk::Client, node: &str, poll: Duration) -> Result<(), M
             for (name, why) in &round.unschedulable {
                 tracing::warn!("master: cannot schedule '{name}': {why}");
             }
-            tokio::select! {
-                _ = &mut nodes_changed => break,
-                _ = &mut topologies_changed => break,
-                _ = tokio::time::sleep(poll) => {}
+            let next_round = tokio::time::sleep(poll);
+            tokio::pin!(next_round);
+            let changed = loop {
+                tokio::select! {
+                    _ = &mut nodes_changed => break true,
+                    _ = &mut topologies_changed => break true,
+                    _ = &mut next_round => break false,
+                    _ = aside.tick() => {
+                        if step_aside() && candidate.others_waiting().await? {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            if changed {
+                break;
             }
         }
     }
