@@ -54,7 +54,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub enum Scenario {
     /// The worker process that runs spout task 0.
     WorkerKill,
-    /// The node (its process group: node and workers) whose worker runs spout task 0.
+    /// A node (its process group: node and workers) that runs spout tasks and is neither the
+    /// master nor the coordinator's Raft leader.
     NodeKill,
     /// The node that is master, with its workers.
     MasterKill,
@@ -512,14 +513,22 @@ async fn trial(
 ) -> anyhow::Result<Trial> {
     let placement = observer.placement().await.context("no assignment")?;
     let (master, epoch) = observer.master().await.context("no master")?;
-    let node_of_stream0 = placement[&0].0.clone();
+    // A node-kill takes a node that runs spout tasks and is neither the master nor the
+    // coordinator's Raft leader: losing those is what the other two scenarios measure.
+    let leader = cluster.raft_leader().map(|id| id.to_string());
+    let plain_node = placement
+        .values()
+        .map(|(node, _)| node)
+        .find(|node| **node != master && Some(*node) != leader.as_ref())
+        .unwrap_or(&placement[&0].0)
+        .clone();
     let victim = match options.scenario {
         Scenario::WorkerKill => {
             let (node, slot) = placement[&0].clone();
             let pid = observer.worker_pid(&node, slot).await.context("the worker has not published its pid")?;
             Victim::Worker { node, slot, pid }
         }
-        Scenario::NodeKill => Victim::Node { id: node_of_stream0.parse()? },
+        Scenario::NodeKill => Victim::Node { id: plain_node.parse()? },
         Scenario::MasterKill => Victim::Node { id: master.parse()? },
         Scenario::CoordinatorLeaderKill => Victim::Node { id: cluster.raft_leader().context("no Raft leader")? },
     };
