@@ -19,6 +19,7 @@
 //! checked for holes: **lost** counts tuples never delivered, **duplicated** the extra
 //! deliveries.
 
+pub mod baseline;
 mod cluster;
 pub mod kinds;
 
@@ -54,8 +55,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub enum Scenario {
     /// The worker process that runs spout task 0.
     WorkerKill,
-    /// A node (its process group: node and workers) that runs spout tasks and is neither the
-    /// master nor the coordinator's Raft leader.
+    /// A node (its process group: node and workers) that runs spout tasks and is not the
+    /// coordinator's Raft leader (nor the master, when another node runs spout tasks).
     NodeKill,
     /// The node that is master, with its workers.
     MasterKill,
@@ -513,15 +514,18 @@ async fn trial(
 ) -> anyhow::Result<Trial> {
     let placement = observer.placement().await.context("no assignment")?;
     let (master, epoch) = observer.master().await.context("no master")?;
-    // A node-kill takes a node that runs spout tasks and is neither the master nor the
-    // coordinator's Raft leader: losing those is what the other two scenarios measure.
+    // A node-kill takes a node that runs spout tasks and is not the coordinator's Raft leader
+    // (losing that one is the coordinator-leader-kill scenario), not the master if it can.
     let leader = cluster.raft_leader().map(|id| id.to_string());
-    let plain_node = placement
-        .values()
-        .map(|(node, _)| node)
-        .find(|node| **node != master && Some(*node) != leader.as_ref())
-        .unwrap_or(&placement[&0].0)
-        .clone();
+    let nodes: Vec<&String> = placement.values().map(|(node, _)| node).collect();
+    let plain_node = [
+        nodes.iter().find(|node| ***node != master && Some(**node) != leader.as_ref()),
+        nodes.iter().find(|node| Some(**node) != leader.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map_or_else(|| placement[&0].0.clone(), |node| (*node).clone());
     let victim = match options.scenario {
         Scenario::WorkerKill => {
             let (node, slot) = placement[&0].clone();
@@ -549,7 +553,18 @@ async fn trial(
             anyhow::ensure!(unsafe { libc::kill(*pid as i32, libc::SIGKILL) } == 0, "cannot kill worker {pid}");
             (Instant::now(), format!("worker {node}-{slot} (pid {pid})"))
         }
-        Victim::Node { id } => (cluster.kill(*id)?, format!("node {id}")),
+        Victim::Node { id } => {
+            // Its roles, which decide what its loss costs.
+            let mut roles = Vec::new();
+            if leader.as_deref() == Some(id.to_string().as_str()) {
+                roles.push("coordinator leader");
+            }
+            if master == id.to_string() {
+                roles.push("master");
+            }
+            let roles = if roles.is_empty() { String::new() } else { format!(" ({})", roles.join(", ")) };
+            (cluster.kill(*id)?, format!("node {id}{roles}"))
+        }
     };
 
     let (mut detection, mut reassignment, mut resume, mut recovery) = (None, None, None, None);
