@@ -6,19 +6,21 @@
 # storage, builds squall in release, and runs `squall bench kafka --produce`: it creates a topic,
 # produces the messages with an idempotent producer (the partitions' ends come from the delivery
 # reports: tansu's high watermark falls short of the end), then, ROUNDS times, reads them all
-# with a bare rdkafka BaseConsumer and then with a kafka spout -> split -> count topology, acking
-# on, and prints one table with both rates and their ratio. tansu is killed when it exits,
-# however it exits.
+# with a bare rdkafka BaseConsumer and then with a Squall topology, acking on, and prints one
+# table with both rates and their ratio. It does so for each work, on a topic of its own, in
+# this order: `count` (kafka spout -> count by partition: consume and count) and `wordcount`
+# (kafka spout -> split -> count by word). tansu is killed when it exits, however it exits.
 #
 # Usage: benches/kafka.sh [--messages N] [--partitions P] [--value-size B] [--rounds R]
-#          [--bolt-tasks T] [--keep-dir]
+#          [--bolt-tasks T] [--work W] [--keep-dir]
 # Each flag has an environment variable of the same name in capitals (MESSAGES, PARTITIONS,
-# VALUE_SIZE, ROUNDS, BOLT_TASKS; KEEP_DIR=1); flags win.
+# VALUE_SIZE, ROUNDS, BOLT_TASKS, WORK; KEEP_DIR=1); flags win.
 #   --messages N     messages produced and read by each side in each round (1000000)
 #   --partitions P   partitions of the topic (4)
 #   --value-size B   the most bytes of a message: a sentence of whole words up to B (80)
 #   --rounds R       how many times each side is measured, in alternation; medians reported (3)
-#   --bolt-tasks T   tasks of the split bolt and of the count bolt each (1)
+#   --bolt-tasks T   tasks of each bolt (1)
+#   --work W         `count`, `wordcount`, or `both` (count, then wordcount) (both)
 #   --keep-dir       keeps the temporary directory (tansu's log, the JSON result) at the end
 
 set -euo pipefail
@@ -28,6 +30,7 @@ PARTITIONS=${PARTITIONS:-4}
 VALUE_SIZE=${VALUE_SIZE:-80}
 ROUNDS=${ROUNDS:-3}
 BOLT_TASKS=${BOLT_TASKS:-1}
+WORK=${WORK:-both}
 KEEP_DIR=${KEEP_DIR:-0}
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -39,11 +42,18 @@ while (($#)); do
     --value-size) VALUE_SIZE=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --bolt-tasks) BOLT_TASKS=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
     --keep-dir) KEEP_DIR=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case $WORK in
+  both) WORKS=(count wordcount) ;;
+  count | wordcount) WORKS=("$WORK") ;;
+  *) echo "--work must be count, wordcount or both, not '$WORK'" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SQUALL=$PWD/target/release/squall
@@ -57,7 +67,7 @@ TANSU=$(scripts/tansu)
 say "building squall (release)"
 cargo build --release --locked --bin squall >&2
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/squall-bench-kafka.XXXXXX")
+WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/squall-bench-kafka.XXXXXX")
 TANSU_PID=
 
 cleanup() {
@@ -65,7 +75,7 @@ cleanup() {
     kill -KILL "$TANSU_PID" 2>/dev/null || true
     wait "$TANSU_PID" 2>/dev/null || true
   fi
-  if [[ $KEEP_DIR == 1 ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+  if [[ $KEEP_DIR == 1 ]]; then say "kept $WORK_DIR"; else rm -rf "$WORK_DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -87,24 +97,27 @@ URL=tcp://127.0.0.1:$PORT
 # Nothing from the environment may send tansu elsewhere (an OTLP exporter, a schema registry).
 env -u CLUSTER_ID -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT \
   "$TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" --storage-engine memory://tansu/ \
-  >"$WORK/tansu.log" 2>&1 &
+  >"$WORK_DIR/tansu.log" 2>&1 &
 TANSU_PID=$!
 deadline=$((SECONDS + 30))
 until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
-  kill -0 "$TANSU_PID" 2>/dev/null || { say "tansu exited; its log:"; tail -n 30 "$WORK/tansu.log" >&2; exit 1; }
-  ((SECONDS < deadline)) || { say "tansu is not listening on $PORT after 30 s"; tail -n 30 "$WORK/tansu.log" >&2; exit 1; }
+  kill -0 "$TANSU_PID" 2>/dev/null || { say "tansu exited; its log:"; tail -n 30 "$WORK_DIR/tansu.log" >&2; exit 1; }
+  ((SECONDS < deadline)) || { say "tansu is not listening on $PORT after 30 s"; tail -n 30 "$WORK_DIR/tansu.log" >&2; exit 1; }
   sleep 0.1
 done
 TANSU_VERSION=$("$TANSU" --version 2>/dev/null || echo tansu)
-say "$TANSU_VERSION on 127.0.0.1:$PORT (memory storage); work dir $WORK"
+say "$TANSU_VERSION on 127.0.0.1:$PORT (memory storage); work dir $WORK_DIR"
 
 # --- The measurement ------------------------------------------------------------------------
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-TOPIC=bench-$(date +%s)
-"$SQUALL" bench kafka --brokers "127.0.0.1:$PORT" --topic "$TOPIC" --produce --messages "$MESSAGES" \
-  --partitions "$PARTITIONS" --value-size "$VALUE_SIZE" --rounds "$ROUNDS" --bolt-tasks "$BOLT_TASKS" \
-  --json "$WORK/kafka.json" >"$WORK/summary.txt"
+STAMP=$(date +%s)
+for work in "${WORKS[@]}"; do
+  say "measuring work $work"
+  "$SQUALL" bench kafka --brokers "127.0.0.1:$PORT" --topic "bench-$STAMP-$work" --produce --messages "$MESSAGES" \
+    --partitions "$PARTITIONS" --value-size "$VALUE_SIZE" --rounds "$ROUNDS" --bolt-tasks "$BOLT_TASKS" \
+    --work "$work" --json "$WORK_DIR/kafka-$work.json" >"$WORK_DIR/summary-$work.txt"
+done
 TANSU_CPU=$(cpu_seconds "$TANSU_PID")
 
 echo
@@ -114,4 +127,7 @@ echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(sed -n 's/^model name\s*: /
   "$(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo "squall $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes')" \
   "(release); tansu used ${TANSU_CPU} s of CPU in all"
-cat "$WORK/summary.txt"
+for work in "${WORKS[@]}"; do
+  echo
+  cat "$WORK_DIR/summary-$work.txt"
+done

@@ -4,15 +4,18 @@
 //! [`kafka`] optionally creates the topic and fills it ([`KafkaOptions::produce`]), then runs,
 //! for each round, first the baseline — one `BaseConsumer` assigned every partition from its
 //! start, with the fetch settings of the `kafka` spout, polling until it has seen every
-//! message up to the partitions' ends — and then Squall: a local run of `kafka` spout → `split`
-//! (field `value`) → `count` (key `word`, fields grouping), acking on, timed from its start until
-//! the spout has seen `messages` tuple trees acked.
+//! message up to the partitions' ends — and then Squall: a local run of a `kafka` spout feeding
+//! the [`KafkaWork`] (`count`: a `count` bolt keyed by `partition`, that is, consume and count;
+//! `wordcount`: `split` (field `value`) → `count` (key `word`, fields grouping)), acking on,
+//! timed from its start until the spout has seen `messages` tuple trees acked.
 //!
 //! The ends come from the producer's delivery reports (last offset + 1) when the command
 //! produced the messages itself, otherwise from the brokers' high watermarks. tansu 0.6 reports
 //! a high watermark that is the base offset of the last record batch + 1, which is short of the
 //! end, so against tansu the topic must be filled by the command (`--produce`).
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,11 +71,57 @@ pub struct KafkaOptions {
     pub value_size: usize,
     /// How many times the baseline and Squall are each measured, in alternation.
     pub rounds: usize,
-    /// Tasks of the `split` and of the `count` bolt each (the spout has one, like the baseline's
-    /// one consumer).
+    /// What the topology does with each message.
+    pub work: KafkaWork,
+    /// Tasks of each bolt, `count` and, with `wordcount`, `split` (the spout has one, like the
+    /// baseline's one consumer).
     pub bolt_tasks: u32,
     /// The topology's `max_spout_pending` (None: the runtime's default).
     pub max_spout_pending: Option<u32>,
+}
+
+/// What Squall's topology does with each message the `kafka` spout emits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaWork {
+    /// `count` keyed by `partition` (fields grouping): counts the messages, the work of the
+    /// bare consumer too ("consume and count").
+    #[default]
+    Count,
+    /// `split` (field `value`, shuffle) → `count` keyed by `word` (fields grouping): about ten
+    /// tuples downstream per message.
+    WordCount,
+}
+
+impl KafkaOptions {
+    /// The names of the [`KafkaWork`]s, as `--work` and the JSON give them.
+    pub const WORKS: [&str; 2] = ["count", "wordcount"];
+}
+
+impl KafkaWork {
+    fn name(self) -> &'static str {
+        match self {
+            KafkaWork::Count => KafkaOptions::WORKS[0],
+            KafkaWork::WordCount => KafkaOptions::WORKS[1],
+        }
+    }
+}
+
+impl FromStr for KafkaWork {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        [KafkaWork::Count, KafkaWork::WordCount]
+            .into_iter()
+            .find(|work| work.name() == s)
+            .with_context(|| format!("unknown work `{s}`: `count` or `wordcount`"))
+    }
+}
+
+impl fmt::Display for KafkaWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One round of [`kafka`]: the baseline, then Squall.
@@ -99,6 +148,8 @@ pub struct KafkaReport {
     pub messages: u64,
     /// The topic's partitions.
     pub partitions: usize,
+    /// What the topology did with each message.
+    pub work: KafkaWork,
     /// Mean size of a message's value, in bytes (when the bench produced them).
     pub value_bytes: Option<f64>,
     /// Messages per second of the producer that filled the topic (when the bench did).
@@ -161,7 +212,7 @@ pub fn kafka(
         let n = *messages.get_or_insert(baseline.messages);
         anyhow::ensure!(n > 0, "topic {} has no messages: fill it first (--produce)", options.topic);
         let name = format!("bench-kafka-{}-{round}", std::process::id());
-        let topology = word_count(&name, options, config.clone())?;
+        let topology = topology(&name, options, config.clone())?;
         let squall = squall(&topology, n, connect(&name)?)?;
         rounds.push(KafkaRound {
             baseline_msgs_per_sec: n as f64 / baseline.elapsed.as_secs_f64(),
@@ -178,6 +229,7 @@ pub fn kafka(
         topic: options.topic.clone(),
         messages: messages.unwrap_or(0),
         partitions: ranges.len(),
+        work: options.work,
         value_bytes: produced.as_ref().map(|p| p.value_bytes as f64 / p.messages as f64),
         produced_msgs_per_sec: produced.as_ref().map(|p| p.messages as f64 / p.elapsed.as_secs_f64()),
         bolt_tasks: options.bolt_tasks,
@@ -452,16 +504,26 @@ fn baseline(brokers: &str, topic: &str, ranges: &[(i64, i64)]) -> anyhow::Result
     Ok(Baseline { messages, elapsed })
 }
 
-/// `kafka` spout (one task) → `split` (field `value`) → `count` (key `word`, fields grouping).
-fn word_count(name: &str, options: &KafkaOptions, config: TopologyConfig) -> anyhow::Result<Topology> {
+/// `kafka` spout (one task) → the work: `count` (key `partition`, fields grouping), or `split`
+/// (field `value`) → `count` (key `word`, fields grouping).
+fn topology(name: &str, options: &KafkaOptions, config: TopologyConfig) -> anyhow::Result<Topology> {
     let spout = KafkaSpoutConfig::new(options.brokers.clone(), [options.topic.clone()]);
     spout.validate().map_err(|e| anyhow::anyhow!("the kafka spout: {e}"))?;
-    let split = SplitBoltConfig { field: "value".into(), ..SplitBoltConfig::default() };
     let mut builder = TopologyBuilder::new(name);
     builder.config(config);
     builder.spout(SPOUT, 1, Arc::new(spout));
-    builder.bolt("split", options.bolt_tasks, Arc::new(split)).shuffle(SPOUT);
-    builder.bolt("count", options.bolt_tasks, Arc::new(CountBoltConfig::default())).fields("split", &["word"]);
+    let tasks = options.bolt_tasks;
+    match options.work {
+        KafkaWork::Count => {
+            let count = CountBoltConfig { key: "partition".into() };
+            builder.bolt("count", tasks, Arc::new(count)).fields(SPOUT, &["partition"]);
+        }
+        KafkaWork::WordCount => {
+            let split = SplitBoltConfig { field: "value".into(), ..SplitBoltConfig::default() };
+            builder.bolt("split", tasks, Arc::new(split)).shuffle(SPOUT);
+            builder.bolt("count", tasks, Arc::new(CountBoltConfig::default())).fields("split", &["word"]);
+        }
+    }
     Ok(builder.build()?)
 }
 
@@ -516,18 +578,23 @@ fn squall(topology: &Topology, messages: u64, coordination: Coordination) -> any
     })
 }
 
-impl std::fmt::Display for KafkaReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for KafkaReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "topic {}: {} messages in {} partitions", self.topic, self.messages, self.partitions)?;
         if let (Some(bytes), Some(rate)) = (self.value_bytes, self.produced_msgs_per_sec) {
             write!(f, ", values of {bytes:.0} B on average, produced at {rate:.0} msg/s")?;
         }
         writeln!(f)?;
+        let topology = match self.work {
+            KafkaWork::Count => format!("count ({}, key partition, fields grouping)", self.bolt_tasks),
+            KafkaWork::WordCount => {
+                format!("split ({0}) -> count ({0}, key word, fields grouping)", self.bolt_tasks)
+            }
+        };
         writeln!(
             f,
-            "Squall: kafka spout (1 task) -> split ({0}) -> count ({0}, fields grouping), acking on, \
-             max_spout_pending {1}",
-            self.bolt_tasks, self.max_spout_pending
+            "Squall, work {}: kafka spout (1 task) -> {topology}, acking on, max_spout_pending {}",
+            self.work, self.max_spout_pending
         )?;
         writeln!(
             f,
@@ -579,6 +646,17 @@ mod tests {
                 assert!(value.len() + 11 > size, "{size}: {value:?} leaves room for another word");
             }
         }
+    }
+
+    #[test]
+    fn works_are_named_as_the_command_line_and_the_json_name_them() {
+        for (name, work) in KafkaOptions::WORKS.into_iter().zip([KafkaWork::Count, KafkaWork::WordCount]) {
+            assert_eq!(name.parse::<KafkaWork>().unwrap(), work);
+            assert_eq!(work.to_string(), name);
+            assert_eq!(serde_json::to_value(work).unwrap(), name);
+        }
+        let err = "words".parse::<KafkaWork>().unwrap_err().to_string();
+        assert!(err.contains("`words`") && err.contains("`wordcount`"), "{err}");
     }
 
     #[test]

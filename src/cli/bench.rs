@@ -20,12 +20,17 @@ pub(crate) enum BenchCommand {
     /// the command exit non-zero.
     Coordinator(CoordinatorArgs),
     /// Consume-and-count throughput from a Kafka topic: a bare rdkafka consumer, then a kafka
-    /// spout -> split -> count topology with acking on, on the same messages, side by side.
+    /// spout -> count topology (or -> split -> count, --work wordcount) with acking on, on the
+    /// same messages, side by side.
     Kafka(KafkaArgs),
     /// Failover latency: starts a 3-node cluster on loopback, runs a steady-rate topology and
     /// SIGKILLs a worker, a node, the master or the coordinator's leader, trial after trial;
     /// reports how long the affected streams took to deliver again, lost and duplicated tuples.
     Failover(FailoverArgs),
+    /// One member of `bench failover --baseline kafka-group`'s consumer group: prints a line per
+    /// message and per rebalance until its stdin closes.
+    #[command(hide = true)]
+    KafkaGroupMember(KafkaGroupMemberArgs),
 }
 
 #[derive(Args)]
@@ -54,6 +59,50 @@ pub(crate) struct FailoverArgs {
     /// Also draws the distribution of each measure over the trials as an SVG to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// After Squall's trials (its cluster stopped), runs the same kind of kill against a
+    /// baseline and reports its recovery beside Squall's: `kafka-group`, a plain rdkafka
+    /// consumer group of two member processes on one topic, one SIGKILLed per trial, with the
+    /// client's default session timeout (45 s) and with --baseline-session-timeout.
+    #[arg(long)]
+    baseline: Option<crate::bench::failover::baseline::Baseline>,
+    /// The Kafka-protocol broker of --baseline kafka-group, as HOST:PORT[,HOST:PORT...].
+    /// Without it, a tansu broker is started on loopback ($SQUALL_TANSU, else what
+    /// `scripts/tansu` prints, run from a Squall checkout).
+    #[arg(long, requires = "baseline")]
+    brokers: Option<String>,
+    /// Baseline kills with --baseline-session-timeout.
+    #[arg(long, default_value_t = 5, requires = "baseline")]
+    baseline_trials: usize,
+    /// Baseline kills with the client's default session timeout (45 s: each takes over a
+    /// minute on tansu); 0 skips them.
+    #[arg(long, default_value_t = 2, requires = "baseline")]
+    baseline_default_trials: usize,
+    /// The baseline's tuned session.timeout.ms (the heartbeat interval is a third of it). Kafka
+    /// brokers refuse less than 6 s by default (group.min.session.timeout.ms); tansu has no
+    /// minimum.
+    #[arg(long, default_value = "6s", value_parser = super::parse_duration, requires = "baseline")]
+    baseline_session_timeout: Duration,
+    /// Messages per second the baseline produces, over its topic's four partitions: modest,
+    /// because tansu's fetches slow down as a topic grows (each lists all its record batches).
+    #[arg(long, default_value_t = 400.0, requires = "baseline")]
+    baseline_rate: f64,
+}
+
+#[derive(Args)]
+pub(crate) struct KafkaGroupMemberArgs {
+    /// The bootstrap brokers.
+    #[arg(long)]
+    brokers: String,
+    /// The topic to subscribe to.
+    #[arg(long)]
+    topic: String,
+    /// The group to join.
+    #[arg(long)]
+    group: String,
+    /// session.timeout.ms (heartbeat.interval.ms is a third of it); the client's default
+    /// without it.
+    #[arg(long)]
+    session_timeout_ms: Option<u64>,
 }
 
 #[derive(Args)]
@@ -83,7 +132,11 @@ pub(crate) struct KafkaArgs {
     /// How many times to measure each side, in alternation; the medians are reported.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Tasks of the split bolt and of the count bolt each.
+    /// What the topology does with each message: `count` counts them by partition (kafka ->
+    /// count), `wordcount` counts the words of their values (kafka -> split -> count).
+    #[arg(long, default_value = "count", value_parser = crate::bench::KafkaOptions::WORKS)]
+    work: String,
+    /// Tasks of each bolt (count, and split with --work wordcount).
     #[arg(long, default_value_t = 1)]
     bolt_tasks: u32,
     /// The topology's max_spout_pending (default: the runtime's default).
@@ -156,11 +209,21 @@ pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<
         BenchCommand::Coordinator(args) => run_coordinator(args),
         BenchCommand::Kafka(args) => run_kafka(args),
         BenchCommand::Failover(args) => run_failover(registry, args),
+        BenchCommand::KafkaGroupMember(args) => run_kafka_group_member(args),
     }
 }
 
 fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
+    use crate::bench::failover::baseline::{
+        Baseline, BaselineOptions, BaselineResult, BrokerSource, GroupConfig, find_tansu, kafka_group_baseline,
+    };
     use crate::bench::failover::{FailoverOptions, failover};
+    // The baseline's broker is looked for first: a missing one is better told before the trials.
+    let broker = match (&args.baseline, &args.brokers) {
+        (None, _) => None,
+        (Some(_), Some(brokers)) => Some(BrokerSource::Given(brokers.clone())),
+        (Some(_), None) => Some(BrokerSource::Tansu(find_tansu()?)),
+    };
     let options = FailoverOptions {
         program: std::env::current_exe().context("cannot find this binary to start the nodes")?,
         scenario: args.scenario,
@@ -179,16 +242,36 @@ fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
         report.session_timeout,
         report.rate
     );
-    out!("{:<16} {:>10} {:>10} {:>10} {:>10}", "ms", "p50", "p90", "p99", "max");
-    for (name, quantiles) in report.measures() {
-        match quantiles {
-            Some(q) => out!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms),
-            None => out!("{name:<16} {:>10}", "-"),
-        }
-    }
+    print_measures(&report.measures());
     out!("lost {}, duplicated {}, delivered {}", report.lost, report.duplicated, report.delivered);
+    // Squall's figures are kept, in the JSON too, when the baseline fails.
+    let baseline = args.baseline.zip(broker).map(|(kind, broker)| match kind {
+        Baseline::KafkaGroup => {
+            let configs = [
+                GroupConfig { session_timeout: None, trials: args.baseline_default_trials },
+                GroupConfig { session_timeout: Some(args.baseline_session_timeout), trials: args.baseline_trials },
+            ];
+            let options = BaselineOptions {
+                program: options.program.clone(),
+                broker,
+                configs: configs.into_iter().filter(|c| c.trials > 0).collect(),
+                rate: args.baseline_rate,
+                partitions: 4,
+            };
+            runtime.block_on(kafka_group_baseline(&options))
+        }
+    });
+    if let Some(Ok(results)) = &baseline {
+        print_baseline(results);
+    }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)
+        let mut json = report.to_json();
+        match &baseline {
+            Some(Ok(results)) => json["baseline"] = results.iter().map(BaselineResult::to_json).collect(),
+            Some(Err(e)) => json["baseline_error"] = format!("{e:#}").into(),
+            None => {}
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
@@ -208,7 +291,49 @@ fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     anyhow::ensure!(report.lost == 0, "{} tuples were lost", report.lost);
-    Ok(())
+    match baseline {
+        Some(Err(e)) => Err(e.context("the baseline failed (Squall's figures are above)")),
+        _ => Ok(()),
+    }
+}
+
+/// A table of percentiles, a measure per row.
+fn print_measures(measures: &[(&str, Option<crate::bench::failover::Quantiles>)]) {
+    out!("{:<16} {:>10} {:>10} {:>10} {:>10}", "ms", "p50", "p90", "p99", "max");
+    for (name, quantiles) in measures {
+        match quantiles {
+            Some(q) => out!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms),
+            None => out!("{name:<16} {:>10}", "-"),
+        }
+    }
+}
+
+/// The baseline's measures per configuration, in the columns of Squall's table above them.
+fn print_baseline(results: &[crate::bench::failover::baseline::BaselineResult]) {
+    for result in results {
+        let (trials, failed) = (result.trials.len(), result.failures.len());
+        out!(
+            "baseline {} on {}: {trials} trials{}, {} msg/s",
+            result.config.name(),
+            result.broker,
+            if failed > 0 { format!(" ({failed} failed)") } else { String::new() },
+            result.rate
+        );
+        print_measures(&result.measures());
+        for failure in &result.failures {
+            out!("failed {failure}");
+        }
+    }
+}
+
+/// One member of the consumer-group baseline (`bench failover --baseline kafka-group`).
+fn run_kafka_group_member(args: KafkaGroupMemberArgs) -> anyhow::Result<()> {
+    crate::bench::failover::baseline::group_member(&crate::bench::failover::baseline::MemberOptions {
+        brokers: args.brokers,
+        topic: args.topic,
+        group: args.group,
+        session_timeout: args.session_timeout_ms.map(Duration::from_millis),
+    })
 }
 
 fn run_throughput(registry: &Registry, args: ThroughputArgs) -> anyhow::Result<()> {
@@ -244,6 +369,7 @@ fn run_kafka(args: KafkaArgs) -> anyhow::Result<()> {
         value_size: args.value_size.unwrap_or(80),
         rounds: args.rounds,
         // Checked by clap against the same names.
+        work: args.work.parse()?,
         bolt_tasks: args.bolt_tasks,
         max_spout_pending: args.max_spout_pending,
     };

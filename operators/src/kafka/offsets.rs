@@ -13,7 +13,7 @@
 //! the znode at once, moving its version), so that it is the earlier owner's late commit that
 //! fails, never the new owner's.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use squall_runtime::{Coordination, CoordinationError, Value};
@@ -25,11 +25,33 @@ pub(crate) struct PendingMessage {
     pub(crate) value: Value,
 }
 
+/// A received message in its partition's window.
+#[derive(Debug)]
+struct Received {
+    offset: i64,
+    /// `None` once acked.
+    message: Option<PendingMessage>,
+}
+
+/// Acked messages are dropped from the middle of a window only once there are more of them
+/// than pending ones and at least this many, so that dropping them costs O(1) per ack.
+const COMPACT_AT: usize = 1024;
+
 /// The messages of one partition in flight, and how far the task has read it.
+///
+/// The messages are kept in a window in offset order (they arrive in that order), not in a
+/// map: a message is appended when it arrives, marked when it is acked, and dropped once every
+/// message before it is acked too, so the first message of the window is the commit point.
+/// Acks come mostly in order, so most of them drop the first message at once; a message acked
+/// out of order is found at `offset − first offset` when the offsets have no gaps, by binary
+/// search otherwise. Acked messages behind a pending one are dropped when they outnumber the
+/// pending ones, so the window never holds more than about twice what is pending.
 #[derive(Debug, Default)]
 pub(crate) struct PartitionProgress {
-    /// Emitted and not acked, by offset.
-    pending: BTreeMap<i64, PendingMessage>,
+    /// Received and not dropped, by increasing offset; the first one is never acked.
+    window: VecDeque<Received>,
+    /// How many messages of the window are acked.
+    acked: usize,
     /// The offset after the last message received; `None` until the first one when the
     /// partition started at a logical offset (earliest or latest).
     position: Option<i64>,
@@ -38,7 +60,7 @@ pub(crate) struct PartitionProgress {
 impl PartitionProgress {
     /// A partition read from `start` (`None`: from an offset not known yet).
     pub(crate) fn new(start: Option<i64>) -> Self {
-        PartitionProgress { pending: BTreeMap::new(), position: start }
+        PartitionProgress { window: VecDeque::new(), acked: 0, position: start }
     }
 
     /// Records a message received at `offset`. A message below the position was read
@@ -48,24 +70,54 @@ impl PartitionProgress {
             return false;
         }
         self.position = Some(offset + 1);
-        self.pending.insert(offset, message);
+        self.window.push_back(Received { offset, message: Some(message) });
         true
     }
 
     /// Records the ack of the message at `offset`; `false` if it was not pending.
     pub(crate) fn acked(&mut self, offset: i64) -> bool {
-        self.pending.remove(&offset).is_some()
+        let Some(index) = self.find(offset) else { return false };
+        if self.window[index].message.take().is_none() {
+            return false;
+        }
+        self.acked += 1;
+        while self.window.front().is_some_and(|first| first.message.is_none()) {
+            self.window.pop_front();
+            self.acked -= 1;
+        }
+        if self.acked >= COMPACT_AT && self.acked > self.pending() {
+            self.window.retain(|received| received.message.is_some());
+            self.acked = 0;
+        }
+        true
     }
 
     /// The pending message at `offset`.
     pub(crate) fn get(&self, offset: i64) -> Option<&PendingMessage> {
-        self.pending.get(&offset)
+        self.window[self.find(offset)?].message.as_ref()
+    }
+
+    /// Where the message at `offset` is in the window.
+    fn find(&self, offset: i64) -> Option<usize> {
+        let first = self.window.front()?.offset;
+        let guess = usize::try_from(offset.checked_sub(first)?).ok()?;
+        if self.window.get(guess).is_some_and(|received| received.offset == offset) {
+            return Some(guess);
+        }
+        // Gaps in the offsets (or acked messages dropped) put it before the guess.
+        self.window.binary_search_by_key(&offset, |received| received.offset).ok()
+    }
+
+    /// How many messages are pending.
+    fn pending(&self) -> usize {
+        self.window.len() - self.acked
     }
 
     /// Forgets every pending message (the partition went to another task); returns how many.
     pub(crate) fn clear(&mut self) -> usize {
-        let n = self.pending.len();
-        self.pending.clear();
+        let n = self.pending();
+        self.window.clear();
+        self.acked = 0;
         n
     }
 
@@ -76,7 +128,7 @@ impl PartitionProgress {
 
     /// The offset to commit: every message received below it was acked.
     pub(crate) fn commit_point(&self) -> Option<i64> {
-        self.pending.keys().next().copied().or(self.position)
+        self.window.front().map(|first| first.offset).or(self.position)
     }
 }
 
@@ -243,6 +295,78 @@ mod tests {
         assert_eq!(progress.commit_point(), Some(7));
         assert!(progress.acked(7));
         assert_eq!(progress.commit_point(), Some(8));
+    }
+
+    #[test]
+    fn acked_messages_behind_a_pending_one_are_dropped_and_the_rest_still_found() {
+        let mut progress = PartitionProgress::new(Some(0));
+        // Every other offset, as after compaction.
+        let n = 10 * COMPACT_AT as i64;
+        for offset in (0..n).map(|i| 2 * i) {
+            assert!(progress.received(offset, message(offset)));
+        }
+        // Everything but the first and every tenth is acked: the first holds the point back.
+        for offset in (1..n).filter(|i| i % 10 != 0).map(|i| 2 * i) {
+            assert!(progress.acked(offset), "{offset}");
+            assert!(progress.window.len() <= 2 * progress.pending() + COMPACT_AT);
+        }
+        assert_eq!(progress.commit_point(), Some(0));
+        assert_eq!(progress.pending(), n as usize / 10);
+        assert_eq!(progress.get(20), Some(&message(20)));
+        assert_eq!(progress.get(22), None, "acked");
+        assert!(!progress.acked(22), "acked before");
+        assert!(!progress.acked(21), "never received");
+        assert!(!progress.acked(2 * n), "not received yet");
+        assert!(!progress.acked(-1));
+        assert!(progress.acked(0));
+        assert_eq!(progress.commit_point(), Some(20));
+        for offset in (1..n / 10).map(|i| 20 * i) {
+            assert!(progress.acked(offset), "{offset}");
+        }
+        assert_eq!((progress.pending(), progress.window.len()), (0, 0));
+        assert_eq!(progress.commit_point(), Some(2 * n - 1), "the position");
+    }
+
+    /// The window against a map of the pending messages, on a seeded mix of arrivals (with
+    /// gaps), acks in any order and acks of offsets that are not pending.
+    #[test]
+    fn the_window_agrees_with_a_map_of_the_pending_messages() {
+        for seed in 1..=10u64 {
+            let mut state = seed;
+            let mut random = move |n: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            };
+            let mut progress = PartitionProgress::new(Some(100));
+            let mut model = std::collections::BTreeMap::new();
+            let mut next = 100;
+            for _ in 0..20_000 {
+                match random(10) {
+                    0..=4 if model.len() < 3000 => {
+                        next += random(3) as i64;
+                        assert!(progress.received(next, message(next)));
+                        model.insert(next, message(next));
+                        next += 1;
+                    }
+                    0..=6 if !model.is_empty() => {
+                        let offset = *model.keys().nth(random(model.len() as u64) as usize).unwrap();
+                        assert!(progress.acked(offset));
+                        model.remove(&offset);
+                    }
+                    _ => {
+                        let offset = 100 + random((next - 99) as u64) as i64;
+                        assert_eq!(progress.get(offset), model.get(&offset), "seed {seed}");
+                        assert_eq!(progress.acked(offset), model.remove(&offset).is_some(), "seed {seed}");
+                    }
+                }
+                let point = model.keys().next().copied().unwrap_or(next);
+                assert_eq!(progress.commit_point(), Some(point), "seed {seed}");
+                assert_eq!(progress.pending(), model.len(), "seed {seed}");
+                assert!(progress.window.len() <= 2 * model.len() + COMPACT_AT, "seed {seed}");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! checked for holes: **lost** counts tuples never delivered, **duplicated** the extra
 //! deliveries.
 
+pub mod baseline;
 mod cluster;
 pub mod kinds;
 
