@@ -111,6 +111,13 @@ struct RawSpec {
 }
 
 impl TopologySpec {
+    /// The task count and the args of the component called `id` (spout or bolt), to change them.
+    pub fn component_mut(&mut self, id: &str) -> Option<(&mut u32, &mut serde_yaml::Value)> {
+        let spouts = self.spouts.iter_mut().map(|s| (&s.id, &mut s.parallelism, &mut s.args));
+        let bolts = self.bolts.iter_mut().map(|b| (&b.id, &mut b.parallelism, &mut b.args));
+        spouts.chain(bolts).find(|(c, ..)| *c == id).map(|(_, parallelism, args)| (parallelism, args))
+    }
+
     /// Parses a topology file's text; `origin` (the file name) starts every error message.
     pub fn parse(yaml: &str, origin: &str) -> Result<TopologySpec, TopologyError> {
         let raw: RawSpec = serde_yaml::from_str(yaml)

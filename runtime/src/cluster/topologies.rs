@@ -60,9 +60,7 @@ impl TopologyRecord {
             spec.workers = workers;
         }
         for (component, &tasks) in &self.parallelism {
-            let spouts = spec.spouts.iter_mut().map(|s| (&s.id, &mut s.parallelism));
-            let mut components = spouts.chain(spec.bolts.iter_mut().map(|b| (&b.id, &mut b.parallelism)));
-            if let Some((_, parallelism)) = components.find(|(id, _)| *id == component) {
+            if let Some((parallelism, _)) = spec.component_mut(component) {
                 *parallelism = tasks;
             }
         }
@@ -153,12 +151,7 @@ pub async fn configure(
     name: &str,
     values: &[(String, String)],
 ) -> Result<i32, DeployError> {
-    let record = match client.get_data(&paths::topology(name)).await {
-        Ok((data, _)) => serde_json::from_slice::<TopologyRecord>(&data)
-            .map_err(|e| DeployError::Invalid(format!("unreadable record of topology '{name}': {e}")))?,
-        Err(zk::Error::NoNode) => return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed"))),
-        Err(e) => return Err(e.into()),
-    };
+    let record = read_record(client, name).await?;
     let mut spec = record.parse().map_err(DeployError::Invalid)?;
     for (key, value) in values {
         check_live_setting(registry, &mut spec, key, value).map_err(DeployError::Invalid)?;
@@ -220,19 +213,14 @@ pub async fn set_parallelism(
     name: &str,
     tasks: &[(String, u32)],
 ) -> Result<(), DeployError> {
-    let record = match client.get_data(&paths::topology(name)).await {
-        Ok((data, _)) => serde_json::from_slice::<TopologyRecord>(&data)
-            .map_err(|e| DeployError::Invalid(format!("unreadable record of topology '{name}': {e}")))?,
-        Err(zk::Error::NoNode) => return Err(DeployError::Invalid(format!("no topology named '{name}' is deployed"))),
-        Err(e) => return Err(e.into()),
-    };
+    let record = read_record(client, name).await?;
+    let mut spec = record.parse().map_err(DeployError::Invalid)?;
     let mut changed = record.clone();
     for (component, count) in tasks {
         if *count == 0 {
             return Err(DeployError::Invalid(format!("component '{component}' needs at least one task")));
         }
-        let spec = record.parse().map_err(DeployError::Invalid)?;
-        if !spec.spouts.iter().any(|s| &s.id == component) && !spec.bolts.iter().any(|b| &b.id == component) {
+        if spec.component_mut(component).is_none() {
             return Err(DeployError::Invalid(format!("topology '{name}' has no component '{component}'")));
         }
         changed.parallelism.insert(component.clone(), *count);
@@ -241,6 +229,16 @@ pub async fn set_parallelism(
     registry.build(&spec, &paths::topology(name)).map_err(|e| DeployError::Invalid(e.to_string()))?;
     update(client, name, |record| record.parallelism.extend(changed.parallelism.clone())).await?;
     Ok(())
+}
+
+/// Topology `name`'s record; a clear error when it is not deployed or unreadable.
+async fn read_record(client: &zk::Client, name: &str) -> Result<TopologyRecord, DeployError> {
+    match client.get_data(&paths::topology(name)).await {
+        Ok((data, _)) => serde_json::from_slice::<TopologyRecord>(&data)
+            .map_err(|e| DeployError::Invalid(format!("unreadable record of topology '{name}': {e}"))),
+        Err(zk::Error::NoNode) => Err(DeployError::Invalid(format!("no topology named '{name}' is deployed"))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Changes topology `name`'s record with `change`, retrying on a concurrent change.
@@ -311,13 +309,7 @@ fn check_live_setting(registry: &Registry, spec: &mut TopologySpec, key: &str, v
         ));
     }
     let parsed: serde_yaml::Value = serde_yaml::from_str(value).unwrap_or_else(|_| value.into());
-    let args = spec
-        .spouts
-        .iter_mut()
-        .find(|s| s.id == component)
-        .map(|s| &mut s.args)
-        .or_else(|| spec.bolts.iter_mut().find(|b| b.id == component).map(|b| &mut b.args))
-        .expect("the component was built from this spec");
+    let (_, args) = spec.component_mut(component).expect("the component was built from this spec");
     if !args.is_mapping() {
         *args = serde_yaml::Value::Mapping(Default::default());
     }
