@@ -277,17 +277,19 @@ impl ArrivalReader {
         Ok(())
     }
 
-    /// The first arrival time of a tuple that `stream` emitted at or after `since_ns`.
-    fn first_fresh(&self, stream: i64, since_ns: i64) -> Option<i64> {
-        self.arrivals.iter().filter(|a| a.stream == stream && a.emitted_ns >= since_ns).map(|a| a.arrived_ns).min()
+    /// The first arrival time of a tuple that `stream` emitted at or after `since_ns`, among
+    /// the arrivals read from index `from` on (those read before `since_ns` cannot be such).
+    fn first_fresh(&self, stream: i64, since_ns: i64, from: usize) -> Option<i64> {
+        let read = &self.arrivals[from.min(self.arrivals.len())..];
+        read.iter().filter(|a| a.stream == stream && a.emitted_ns >= since_ns).map(|a| a.arrived_ns).min()
     }
 
-    /// The longest pause between arrivals of `streams` after `from_ns` (up to `to_ns`).
-    fn longest_gap(&self, streams: &[i64], from_ns: i64, to_ns: i64) -> Duration {
+    /// The longest pause between arrivals of `streams` after `from_ns` (up to `to_ns`), among
+    /// the arrivals read from index `from` on.
+    fn longest_gap(&self, streams: &[i64], from_ns: i64, to_ns: i64, from: usize) -> Duration {
         let mut longest = 0;
         for &stream in streams {
-            let mut times: Vec<i64> = self
-                .arrivals
+            let mut times: Vec<i64> = self.arrivals[from.min(self.arrivals.len())..]
                 .iter()
                 .filter(|a| a.stream == stream && a.arrived_ns >= from_ns && a.arrived_ns <= to_ns)
                 .map(|a| a.arrived_ns)
@@ -546,6 +548,9 @@ async fn trial(
         .collect();
     let unaffected: Vec<i64> = (0..STREAMS as i64).filter(|s| !affected.contains(s)).collect();
 
+    // Everything read so far arrived before the kill: the watch loop looks only past it.
+    reader.poll()?;
+    let read_before_kill = reader.arrivals.len();
     let kill_ns = unix_nanos();
     let (killed, name) = match &victim {
         Victim::Worker { node, slot, pid } => {
@@ -576,7 +581,8 @@ async fn trial(
     }) {
         reader.poll()?;
         let since = |t: i64| Duration::from_nanos((t - kill_ns).max(0) as u64);
-        let resumed: Vec<Option<i64>> = affected.iter().map(|&s| reader.first_fresh(s, kill_ns)).collect();
+        let resumed: Vec<Option<i64>> =
+            affected.iter().map(|&s| reader.first_fresh(s, kill_ns, read_before_kill)).collect();
         if resume.is_none() {
             resume = resumed.iter().flatten().min().map(|&t| since(t));
         }
@@ -602,7 +608,7 @@ async fn trial(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     reader.poll()?;
-    let unaffected_gap = reader.longest_gap(&unaffected, kill_ns, end_ns);
+    let unaffected_gap = reader.longest_gap(&unaffected, kill_ns, end_ns, read_before_kill);
     if detection.is_none() && matches!(victim, Victim::Worker { .. }) {
         detection = reassignment;
     }
