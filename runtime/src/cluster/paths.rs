@@ -27,6 +27,8 @@ pub const CONFIG: &str = "/squall/config";
 pub const LOCKS: &str = "/squall/locks";
 /// Leader elections among a component's tasks (`ctx.is_leader`), per topology and component.
 pub const LEADERS: &str = "/squall/leaders";
+/// Where the failover benchmark's source tasks resume (`squall bench failover`).
+pub const BENCH: &str = "/squall/bench";
 
 /// The persistent znodes every cluster has, parents first.
 pub const SKELETON: &[&str] =
@@ -60,6 +62,12 @@ pub fn workers(topology: &str) -> String {
 /// `/squall/workers/<topology>/<node>-<slot>`.
 pub fn worker(topology: &str, node: &str, slot: u32) -> String {
     format!("{WORKERS}/{topology}/{node}-{slot}")
+}
+
+/// `/squall/bench/<topology>/<component>/<task index>`: the first sequence number a
+/// `bench_sequence` task has not seen acknowledged.
+pub fn bench_position(topology: &str, component: &str, task_index: u32) -> String {
+    format!("{BENCH}/{topology}/{component}/{task_index}")
 }
 
 /// `/squall/offsets/<topology>/<spout>/<topic>/<partition>`: the next offset a Kafka spout

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use squall_runtime::cluster::paths;
 use squall_runtime::{
     Bolt, BoltFactory, BoltOutput, BoxError, Coordination, CoordinationError, Deferred, InputStream, MessageId,
     PendingWrite, Registry, Spout, SpoutFactory, SpoutOutput, StreamDecl, TaskContext, Tuple, Value, values,
@@ -66,7 +67,7 @@ impl SpoutFactory for SequenceConfig {
             return Err(format!("`rate` must be a positive number of tuples per second, not {}", self.rate).into());
         }
         let coordination = ctx.coordination()?.clone();
-        let path = format!("/squall/bench/{}/{}/{}", ctx.topology, ctx.component, ctx.task_index);
+        let path = paths::bench_position(&ctx.topology, &ctx.component, ctx.task_index);
         Ok(Box::new(Sequence {
             coordination,
             path,
