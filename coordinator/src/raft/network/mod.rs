@@ -13,6 +13,7 @@
 //! Snapshots travel as bytes: the state machine's `SnapshotData` must be `Vec<u8>`.
 
 mod client;
+mod leader_loss;
 mod server;
 pub(crate) mod wire;
 
@@ -69,6 +70,12 @@ pub struct NetworkConfig {
     /// Largest frame either side accepts; a larger one closes the connection. Must exceed the
     /// largest AppendEntries batch (`max_payload_entries` × largest entry) and the chunk size.
     pub max_frame_len: usize,
+    /// When set, a follower that finds its leader's Raft port refusing connections (the leader's
+    /// process died) stands for election at once instead of waiting out its election timer, and
+    /// voters grant such a candidate their vote despite the leader lease; the surviving voters
+    /// stand in id order, this far apart. `None` leaves elections to openraft's timers alone.
+    /// See `leader_loss.rs`.
+    pub quick_election: Option<Duration>,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +88,7 @@ impl Default for NetworkConfig {
             snapshot_install_timeout: Duration::from_secs(60),
             snapshot_chunk_size: 4 << 20,
             max_frame_len: 256 << 20,
+            quick_election: Some(Duration::from_millis(100)),
         }
     }
 }

@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 
 use super::AppHandler;
 use super::NetworkConfig;
+use super::PeerAddress;
+use super::leader_loss::LeaderLoss;
 use super::wire;
 use super::wire::ClientFrame;
 use super::wire::Reply;
@@ -49,6 +51,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve<C, SM>(listener: TcpListener, raft: Raft<C, SM>, config: NetworkConfig) -> io::Result<()>
 where
     C: RaftTypeConfig,
+    C::Node: PeerAddress,
     SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
 {
     let token = CancellationToken::new();
@@ -67,8 +70,10 @@ async fn accept<C, SM>(
 ) -> io::Result<()>
 where
     C: RaftTypeConfig,
+    C::Node: PeerAddress,
     SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
 {
+    let leader_loss = config.quick_election.map(|stagger| Arc::new(LeaderLoss::new(raft.clone(), stagger)));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -84,20 +89,30 @@ where
             raft: raft.clone(),
             config: config.clone(),
             app: app.clone(),
+            leader_loss: leader_loss.clone(),
             token: token.child_token(),
             tasks: tasks.clone(),
         };
+        let (leader_loss, shutdown) = (leader_loss.clone(), token.clone());
         tasks.spawn(async move {
             let token = connection.token.clone();
-            tokio::select! {
-                _ = token.cancelled() => {}
+            let ended = tokio::select! {
+                _ = token.cancelled() => false,
                 res = connection.run(socket) => {
                     if let Err(e) = res {
                         tracing::info!("raft rpc: closed connection from {peer}: {e}");
                     }
+                    true
+                }
+            };
+            token.cancel();
+            // A leader that died took its connections with it: the first sign of its loss.
+            if let Some(leader_loss) = leader_loss.filter(|_| ended) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = leader_loss.connection_ended() => {}
                 }
             }
-            token.cancel();
         });
     }
 }
@@ -133,6 +148,7 @@ impl RaftRpcServer {
     pub fn start<C, SM>(listener: TcpListener, raft: Raft<C, SM>, config: NetworkConfig) -> io::Result<Self>
     where
         C: RaftTypeConfig,
+        C::Node: PeerAddress,
         SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
     {
         Self::start_with_app(listener, raft, config, None)
@@ -148,6 +164,7 @@ impl RaftRpcServer {
     ) -> io::Result<Self>
     where
         C: RaftTypeConfig,
+        C::Node: PeerAddress,
         SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
     {
         let local_addr = listener.local_addr()?;
@@ -182,6 +199,8 @@ struct ServerConnection<C: RaftTypeConfig, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     config: NetworkConfig,
     app: Option<Arc<dyn AppHandler>>,
+    /// Grants votes early when the leader is proven gone (`NetworkConfig::quick_election`).
+    leader_loss: Option<Arc<LeaderLoss<C, SM>>>,
     /// Cancelled when the connection ends: stops the tasks it spawned.
     token: CancellationToken,
     /// The server's tasks, which [`RaftRpcServer::shutdown`] waits for.
@@ -197,6 +216,7 @@ struct IncomingSnapshot {
 impl<C, SM> ServerConnection<C, SM>
 where
     C: RaftTypeConfig,
+    C::Node: PeerAddress,
     SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
 {
     async fn run(&self, socket: TcpStream) -> io::Result<()> {
@@ -285,6 +305,7 @@ where
     /// here, in arrival order (see [`AppHandler::call`]); only its answer is awaited on the task.
     fn spawn_call(&self, id: u64, request: Request<C>, outbox: mpsc::Sender<Bytes>) {
         let raft = self.raft.clone();
+        let leader_loss = self.leader_loss.clone();
         let app_call = match &request {
             Request::App(bytes) => self.app.as_ref().map(|app| app.call(bytes.clone())),
             _ => None,
@@ -295,7 +316,12 @@ where
                     Some(call) => call.await.map(Reply::App),
                     None => Err("this replica takes no application requests".to_string()),
                 },
-                Request::Vote(req) => raft.vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
+                Request::Vote(mut req) => {
+                    if let Some(leader_loss) = &leader_loss {
+                        leader_loss.vouch(&mut req).await;
+                    }
+                    raft.vote(req).await.map(Reply::Vote).map_err(|e| e.to_string())
+                }
                 Request::PreVote(req) => raft.pre_vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
                 Request::AppendEntries(req) => match wire::check_append(&req) {
                     Ok(()) => raft.append_entries(req).await.map(Reply::AppendEntries).map_err(|e| e.to_string()),

@@ -64,13 +64,18 @@ struct TestNode {
 impl TestNode {
     /// Starts node `id` on `listener` with its data in `dir` (new or from an earlier run).
     async fn start(id: u64, dir: &Path, listener: TcpListener) -> Self {
+        Self::start_with(id, dir, listener, raft_config()).await
+    }
+
+    /// [`TestNode::start`] with its own Raft config.
+    async fn start_with(id: u64, dir: &Path, listener: TcpListener, config: Arc<openraft::Config>) -> Self {
         let addr = listener.local_addr().unwrap().to_string();
         let store = LogStore::<Kv>::open(dir, &id).unwrap();
         let store_view = store.clone();
         let sm = KvStateMachine::open(dir).unwrap();
         let state = sm.state();
         let network = TcpNetwork::<Kv>::new(id, NetworkConfig::default());
-        let raft = Raft::new(id, raft_config(), network, store, sm).await.unwrap();
+        let raft = Raft::new(id, config, network, store, sm).await.unwrap();
         let server = RaftRpcServer::start(listener, raft.clone(), NetworkConfig::default()).unwrap();
         Self { id, addr, dir: dir.to_path_buf(), raft, server: Some(server), state, store: store_view }
     }
@@ -113,12 +118,17 @@ struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes with ids 1..=n and initializes them as one cluster.
     async fn start(n: u64) -> Self {
+        Self::start_with(n, raft_config()).await
+    }
+
+    /// [`TestCluster::start`] with its own Raft config.
+    async fn start_with(n: u64, config: Arc<openraft::Config>) -> Self {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for id in 1..=n {
             let dir = tempfile::tempdir().unwrap();
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            nodes.push(Some(TestNode::start(id, dir.path(), listener).await));
+            nodes.push(Some(TestNode::start_with(id, dir.path(), listener, config.clone()).await));
             dirs.push(dir);
         }
         let members: BTreeMap<u64, BasicNode> =

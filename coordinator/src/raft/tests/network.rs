@@ -10,6 +10,7 @@ use openraft::entry::RaftEntry;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::VoteRequest;
 use openraft::vote::RaftLeaderId;
+use openraft::async_runtime::WatchReceiver;
 use openraft::vote::RaftVote;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
@@ -111,4 +112,61 @@ async fn raft_rpc_server_closes_only_connections_that_break_the_protocol() {
     let mut frames = welcomed(addr, 2).await;
     send(&mut frames, &ClientFrame::Call { id: 1, request: Request::PreVote(probe_vote()) }).await;
     assert!(matches!(receive(&mut frames).await, Some(ServerFrame::Reply { id: 1, reply: Ok(Reply::Vote(_)) })));
+}
+
+/// A vote for `candidate` one term past `voter`'s, with `voter`'s own last log: only the lease
+/// (or a vote already given in that term) can stand in its way.
+fn vote_after(voter: &super::TestNode, candidate: u64) -> VoteRequest<Kv> {
+    let metrics = voter.raft.metrics().borrow_watched().clone();
+    let term = metrics.vote.leader_id().term() + 1;
+    let leader_id = <Kv as openraft::RaftTypeConfig>::LeaderId::new(term, candidate);
+    VoteRequest::new(Vote::from_leader_id(leader_id, false), metrics.last_applied)
+}
+
+/// Guarantee: a leader whose process is gone — its Raft port refuses connections — is replaced
+/// at once, not after the followers' election timers (5–10 s here) and leader leases run out;
+/// while it lives, no candidate gets a follower's vote past the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_replaces_a_leader_whose_port_refuses_connections_without_waiting_for_timers() {
+    let election_timeout_min = std::time::Duration::from_secs(5);
+    let config = openraft::Config {
+        cluster_name: "squall-test".to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: election_timeout_min.as_millis() as u64,
+        election_timeout_max: 2 * election_timeout_min.as_millis() as u64,
+        ..Default::default()
+    };
+    let mut cluster = super::TestCluster::start_with(3, std::sync::Arc::new(config.validate().unwrap())).await;
+    cluster.write("before", 0..20, 4).await;
+    cluster.wait_converged().await;
+    let old = cluster.leader().await.id;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let (voter, candidate) = (cluster.node(followers[0]), followers[1]);
+
+    // The leader lives: a follower keeps its vote under the lease, whoever asks.
+    let mut frames = welcomed(&voter.addr, voter.id).await;
+    send(&mut frames, &ClientFrame::Call { id: 1, request: Request::Vote(vote_after(voter, candidate)) }).await;
+    match receive(&mut frames).await {
+        Some(ServerFrame::Reply { id: 1, reply: Ok(Reply::Vote(resp)) }) => {
+            assert!(!resp.vote_granted, "a vote was granted while the leader lived: {resp}")
+        }
+        _ => panic!("expected the vote reply"),
+    }
+    drop(frames);
+    assert_eq!(cluster.leader().await.id, old, "the live leader was deposed");
+
+    let stopped = tokio::time::Instant::now();
+    cluster.stop(old).await;
+    let new = cluster.leader().await.id;
+    assert_ne!(new, old);
+    assert!(
+        stopped.elapsed() < election_timeout_min,
+        "the new leader took {:?}: no quicker than the election timer",
+        stopped.elapsed()
+    );
+    cluster.write("after", 0..20, 4).await;
+    cluster.wait_converged().await;
+    for node in cluster.running() {
+        assert_eq!(node.map().len(), 40, "node {} misses writes", node.id);
+    }
 }

@@ -1,0 +1,150 @@
+//! A quick election when the leader's process is seen to die.
+//!
+//! openraft's followers notice a silent leader only when their election timer runs out, and each
+//! refuses other candidates' votes until its leader lease (the election timeout's maximum) has
+//! run out too, so the first candidate is usually turned away and an election takes one to two
+//! timeouts. A leader whose *process* died is seen much sooner on one machine or a LAN: the
+//! kernel resets the connections it had, and its Raft port refuses new ones. This module acts on
+//! that evidence, and only on it:
+//!
+//! - When a peer's connection to this replica ends while it follows a leader, it tries to connect
+//!   to that leader's Raft port. Refused — nothing listens there — is proof that the leader's
+//!   process is gone. Anything else (the connect succeeds, or hangs, as with a dead machine or a
+//!   partition) leaves the election to openraft's timers, as before.
+//! - Once the leader is proven gone, the surviving voters campaign in id order, a stagger apart,
+//!   so that two of them do not split the vote by standing at once; each stands only if no new
+//!   leader has shown up in the meantime.
+//! - A voter asked for its vote while its lease on the old leader still runs grants it as it
+//!   would for a leadership transfer (Raft thesis §4.2.3) if it, too, finds the old leader's port
+//!   refusing connections. A node that merely lost touch with a live leader cannot use this to
+//!   depose it: each voter checks for itself.
+//!
+//! Raft's safety does not rest on the lease — one vote per term and the log comparison still
+//! decide every election — and the coordinator reads through ReadIndex, not leases, so granting
+//! a vote early costs nothing there.
+
+use std::io;
+use std::time::Duration;
+
+use openraft::Raft;
+use openraft::RaftMetrics;
+use openraft::RaftTypeConfig;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::VoteRequest;
+use openraft::storage::RaftStateMachine;
+use openraft::vote::RaftLeaderId;
+use openraft::vote::RaftVote;
+use tokio::net::TcpStream;
+
+use super::PeerAddress;
+
+/// How long a probe of the leader's Raft port may take; one that has not been refused by then
+/// proves nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Watches for proof that the leader this replica follows is gone; see the module docs.
+pub(super) struct LeaderLoss<C: RaftTypeConfig, SM: RaftStateMachine<C>> {
+    raft: Raft<C, SM>,
+    /// How far apart the surviving voters stand, in id order.
+    stagger: Duration,
+}
+
+impl<C, SM> LeaderLoss<C, SM>
+where
+    C: RaftTypeConfig,
+    C::Node: PeerAddress,
+    SM: RaftStateMachine<C>,
+{
+    pub(super) fn new(raft: Raft<C, SM>, stagger: Duration) -> Self {
+        Self { raft, stagger }
+    }
+
+    /// A peer's connection ended: if the leader this replica follows is gone, campaign (in turn).
+    pub(super) async fn connection_ended(&self) {
+        let Some(leader) = self.followed_leader() else { return };
+        if !self.refuses_connections(&leader).await {
+            return;
+        }
+        let Some(turn) = self.turn(&leader) else { return };
+        tokio::time::sleep(self.stagger * turn).await;
+        // Someone may have won meanwhile, or openraft's own timer may have started an election.
+        let metrics = self.metrics();
+        let still_leaderless = matches!(metrics.state, ServerState::Follower)
+            && metrics.current_leader.as_ref().is_none_or(|current| *current == leader);
+        if still_leaderless {
+            tracing::info!("raft: leader {leader} refuses connections; standing for election (turn {turn})");
+            if let Err(e) = self.raft.trigger().elect(false).await {
+                tracing::warn!("raft: cannot start an election: {e}");
+            }
+        }
+    }
+
+    /// Marks `request` as a leadership transfer — which openraft grants despite the lease — when
+    /// the leader this replica follows is not its candidate and refuses connections.
+    pub(super) async fn vouch(&self, request: &mut VoteRequest<C>) {
+        if request.leadership_transfer {
+            return;
+        }
+        let Some(leader) = self.followed_leader() else { return };
+        if *request.vote.leader_id().node_id() == leader {
+            return;
+        }
+        if self.refuses_connections(&leader).await {
+            tracing::info!("raft: leader {leader} refuses connections; a candidate may have this replica's vote");
+            request.leadership_transfer = true;
+        }
+    }
+
+    fn metrics(&self) -> RaftMetrics<C> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The leader this replica follows, if it follows one other than itself.
+    fn followed_leader(&self) -> Option<C::NodeId> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader.clone()?;
+        (matches!(metrics.state, ServerState::Follower) && leader != metrics.id).then_some(leader)
+    }
+
+    /// This replica's place among the voters that would replace `leader`, if it is one.
+    fn turn(&self, leader: &C::NodeId) -> Option<u32> {
+        let metrics = self.metrics();
+        let mut survivors: Vec<C::NodeId> =
+            metrics.membership_config.voter_ids().filter(|id| id != leader).collect();
+        survivors.sort();
+        survivors.iter().position(|id| *id == metrics.id).map(|turn| turn as u32)
+    }
+
+    /// Whether `node`'s Raft port refuses a connection: nothing listens there.
+    async fn refuses_connections(&self, node: &C::NodeId) -> bool {
+        let addr = match self.metrics().membership_config.get_node(node) {
+            Some(n) => n.raft_addr().to_string(),
+            None => return false,
+        };
+        probe_refused(&addr).await
+    }
+}
+
+/// Whether a TCP connect to `addr` is refused within [`PROBE_TIMEOUT`].
+async fn probe_refused(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_port_nobody_listens_on_counts_as_refusing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        assert!(!probe_refused(&addr).await, "a listening port is alive");
+        drop(listener);
+        assert!(probe_refused(&addr).await, "a closed port refuses");
+        assert!(!probe_refused("not an address").await, "an unresolvable address proves nothing");
+    }
+}
