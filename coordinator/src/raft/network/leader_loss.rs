@@ -18,6 +18,8 @@
 //!   would for a leadership transfer (Raft thesis §4.2.3) if it, too, finds the old leader's port
 //!   refusing connections. A node that merely lost touch with a live leader cannot use this to
 //!   depose it: each voter checks for itself.
+//! - The first to stand may have a shorter log than another survivor (entries in flight when the
+//!   leader died), which then refuses it; that survivor stands itself at once, in a later term.
 //!
 //! Raft's safety does not rest on the lease — one vote per term and the log comparison still
 //! decide every election — and the coordinator reads through ReadIndex, not leases, so granting
@@ -31,7 +33,9 @@ use openraft::RaftMetrics;
 use openraft::RaftTypeConfig;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
 use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
 use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use openraft::vote::RaftVote;
@@ -80,20 +84,35 @@ where
         }
     }
 
-    /// Marks `request` as a leadership transfer — which openraft grants despite the lease — when
-    /// the leader this replica follows is not its candidate and refuses connections.
-    pub(super) async fn vouch(&self, request: &mut VoteRequest<C>) {
-        if request.leadership_transfer {
-            return;
+    /// Answers a candidate's vote request. The vote is granted as for a leadership transfer —
+    /// which openraft does despite the lease — when the leader this replica follows is not the
+    /// candidate and refuses connections. If the candidate then loses only because its log is
+    /// behind this replica's, this replica stands itself, in a term past the candidate's: the
+    /// candidate has voted for itself in its own term, so standing in that term would split the
+    /// vote until a timer ran out.
+    pub(super) async fn vote(&self, mut request: VoteRequest<C>) -> Result<VoteResponse<C>, RaftError<C>> {
+        let leader_gone = self.vouch(&mut request).await;
+        let (candidate_term, candidate_log) = (request.vote.leader_id().term(), request.last_log_id.clone());
+        let response = self.raft.vote(request).await?;
+        if leader_gone.is_some() && !response.vote_granted && response.last_log_id > candidate_log {
+            let (raft, leader) = (self.raft.clone(), leader_gone);
+            tokio::spawn(async move { stand_past(raft, candidate_term, leader).await });
         }
-        let Some(leader) = self.followed_leader() else { return };
-        if *request.vote.leader_id().node_id() == leader {
-            return;
+        Ok(response)
+    }
+
+    /// Marks `request` as a leadership transfer when the leader this replica follows is not its
+    /// candidate and refuses connections; returns that leader.
+    async fn vouch(&self, request: &mut VoteRequest<C>) -> Option<C::NodeId> {
+        let leader = self.followed_leader()?;
+        if *request.vote.leader_id().node_id() == leader || !self.refuses_connections(&leader).await {
+            return None;
         }
-        if self.refuses_connections(&leader).await {
+        if !request.leadership_transfer {
             tracing::info!("raft: leader {leader} refuses connections; a candidate may have this replica's vote");
             request.leadership_transfer = true;
         }
+        Some(leader)
     }
 
     fn metrics(&self) -> RaftMetrics<C> {
@@ -123,6 +142,31 @@ where
             None => return false,
         };
         probe_refused(&addr).await
+    }
+}
+
+/// Stands for election until this replica's term is past `term` (each `elect` moves it one term
+/// on), unless a leader other than the dead `leader` shows up first.
+async fn stand_past<C, SM>(raft: Raft<C, SM>, term: C::Term, leader: Option<C::NodeId>)
+where
+    C: RaftTypeConfig,
+    SM: RaftStateMachine<C>,
+{
+    let mut metrics = raft.metrics();
+    for _ in 0..3 {
+        {
+            let now = metrics.borrow_watched();
+            let led_by_another = now.current_leader.is_some() && now.current_leader != leader;
+            if led_by_another || now.vote.leader_id().term() > term {
+                return;
+            }
+        }
+        tracing::info!("raft: the candidate's log is behind this replica's; standing past term {term}");
+        if let Err(e) = raft.trigger().elect(false).await {
+            tracing::warn!("raft: cannot start an election: {e}");
+            return;
+        }
+        let _ = tokio::time::timeout(PROBE_TIMEOUT, metrics.changed()).await;
     }
 }
 

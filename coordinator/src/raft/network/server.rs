@@ -316,12 +316,12 @@ where
                     Some(call) => call.await.map(Reply::App),
                     None => Err("this replica takes no application requests".to_string()),
                 },
-                Request::Vote(mut req) => {
-                    if let Some(leader_loss) = &leader_loss {
-                        leader_loss.vouch(&mut req).await;
-                    }
-                    raft.vote(req).await.map(Reply::Vote).map_err(|e| e.to_string())
+                Request::Vote(req) => match &leader_loss {
+                    Some(leader_loss) => leader_loss.vote(req).await,
+                    None => raft.vote(req).await,
                 }
+                .map(Reply::Vote)
+                .map_err(|e| e.to_string()),
                 Request::PreVote(req) => raft.pre_vote(req).await.map(Reply::Vote).map_err(|e| e.to_string()),
                 Request::AppendEntries(req) => match wire::check_append(&req) {
                     Ok(()) => raft.append_entries(req).await.map(Reply::AppendEntries).map_err(|e| e.to_string()),
