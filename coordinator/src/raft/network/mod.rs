@@ -70,10 +70,10 @@ pub struct NetworkConfig {
     /// Largest frame either side accepts; a larger one closes the connection. Must exceed the
     /// largest AppendEntries batch (`max_payload_entries` × largest entry) and the chunk size.
     pub max_frame_len: usize,
-    /// When set, a follower that finds its leader's Raft port refusing connections (the leader's
-    /// process died) stands for election at once instead of waiting out its election timer, and
-    /// voters grant such a candidate their vote despite the leader lease; the surviving voters
-    /// stand in id order, this far apart. `None` leaves elections to openraft's timers alone.
+    /// When set, a follower that finds its leader's Raft port refusing connections or dropping a
+    /// `Hello` (the leader's process died) stands for election at once instead of waiting out
+    /// its election timer, and voters grant such a candidate their vote despite the leader lease;
+    /// the surviving voters stand in id order, this far apart. `None` leaves elections to openraft's timers alone.
     /// See `leader_loss.rs`.
     pub quick_election: Option<Duration>,
 }
