@@ -215,8 +215,9 @@ pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<
 
 fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
     use crate::bench::failover::baseline::{
-        Baseline, BaselineOptions, BaselineResult, BrokerSource, GroupConfig, find_tansu, kafka_group_baseline,
+        Baseline, BaselineOptions, BaselineResult, GroupConfig, kafka_group_baseline,
     };
+    use crate::bench::failover::broker::{BrokerSource, find_tansu};
     use crate::bench::failover::{FailoverOptions, failover};
     // The baseline's broker is looked for first: a missing one is better told before the trials.
     let broker = match (&args.baseline, &args.brokers) {

@@ -20,6 +20,7 @@
 //! deliveries.
 
 pub mod baseline;
+pub mod broker;
 mod cluster;
 pub mod kinds;
 
