@@ -33,3 +33,31 @@ fn every_scenario_recovers_and_loses_nothing() {
         assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     }
 }
+
+/// Guarantee: a Kafka-fed topology (a `kafka` spout on a topic the benchmark produces to, on a
+/// tansu broker it starts) recovers from a node's loss, and every message the broker
+/// acknowledged reaches the sink.
+#[test]
+fn a_kafka_source_recovers_and_loses_no_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("kafka.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["bench", "failover", "--source", "kafka", "--scenario", "node-kill", "--trials", "2"])
+        .args(["--message-timeout", "1s", "--rate", "1500"])
+        .arg("--json")
+        .arg(&json)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    eprintln!("{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["source"], "kafka");
+    assert_eq!(report["trials"], 2);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["delivered"].as_u64().unwrap() > 1000, "{report}");
+    for trial in report["per_trial"].as_array().unwrap() {
+        assert!(!trial["affected_streams"].as_array().unwrap().is_empty(), "{trial}");
+    }
+}

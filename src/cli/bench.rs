@@ -47,6 +47,11 @@ pub(crate) struct FailoverArgs {
     /// Tuples per second, over the topology's three streams.
     #[arg(long, default_value_t = 3000.0)]
     rate: f64,
+    /// What feeds the topology: `generator` (spouts of replayable sequences kept in the znode
+    /// store) or `kafka` (a `kafka` spout on a topic of three partitions that the benchmark
+    /// produces to at --rate, on --brokers or a tansu broker it starts).
+    #[arg(long, default_value = "generator", value_parser = ["generator", "kafka"])]
+    source: String,
     /// The coordinator's tick (session timeouts are clamped to [2, 20] ticks).
     #[arg(long, default_value = "100ms", value_parser = super::parse_duration)]
     tick: Duration,
@@ -65,10 +70,10 @@ pub(crate) struct FailoverArgs {
     /// client's default session timeout (45 s) and with --baseline-session-timeout.
     #[arg(long)]
     baseline: Option<crate::bench::failover::baseline::Baseline>,
-    /// The Kafka-protocol broker of --baseline kafka-group, as HOST:PORT[,HOST:PORT...].
-    /// Without it, a tansu broker is started on loopback ($SQUALL_TANSU, else what
-    /// `scripts/tansu` prints, run from a Squall checkout).
-    #[arg(long, requires = "baseline")]
+    /// The Kafka-protocol broker of --source kafka and --baseline kafka-group, as
+    /// HOST:PORT[,HOST:PORT...]. Without it, a tansu broker is started on loopback
+    /// ($SQUALL_TANSU, else what `scripts/tansu` prints, run from a Squall checkout).
+    #[arg(long)]
     brokers: Option<String>,
     /// Baseline kills with --baseline-session-timeout.
     #[arg(long, default_value_t = 5, requires = "baseline")]
@@ -218,12 +223,21 @@ fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
         Baseline, BaselineOptions, BaselineResult, GroupConfig, kafka_group_baseline,
     };
     use crate::bench::failover::broker::{BrokerSource, find_tansu};
-    use crate::bench::failover::{FailoverOptions, failover};
-    // The baseline's broker is looked for first: a missing one is better told before the trials.
-    let broker = match (&args.baseline, &args.brokers) {
-        (None, _) => None,
-        (Some(_), Some(brokers)) => Some(BrokerSource::Given(brokers.clone())),
-        (Some(_), None) => Some(BrokerSource::Tansu(find_tansu()?)),
+    use crate::bench::failover::{FailoverOptions, Source, failover};
+    let kafka_source = args.source == "kafka";
+    anyhow::ensure!(
+        args.brokers.is_none() || kafka_source || args.baseline.is_some(),
+        "--brokers is for --source kafka or --baseline kafka-group"
+    );
+    // The broker is looked for first: a missing one is better told before the trials.
+    let broker = match (kafka_source || args.baseline.is_some(), &args.brokers) {
+        (false, _) => None,
+        (true, Some(brokers)) => Some(BrokerSource::Given(brokers.clone())),
+        (true, None) => Some(BrokerSource::Tansu(find_tansu()?)),
+    };
+    let source = match &broker {
+        Some(broker) if kafka_source => Source::Kafka(broker.clone()),
+        _ => Source::Generator,
     };
     let options = FailoverOptions {
         program: std::env::current_exe().context("cannot find this binary to start the nodes")?,
@@ -233,15 +247,17 @@ fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
         rate: args.rate,
         tick: args.tick,
         message_timeout: args.message_timeout,
+        source,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(failover(&options, registry))?;
     out!(
-        "failover {}: {} trials, session timeout {:?}, {} tuples/s",
+        "failover {}: {} trials, session timeout {:?}, {} tuples/s from a {} source",
         report.scenario,
         report.trials.len(),
         report.session_timeout,
-        report.rate
+        report.rate,
+        report.source
     );
     print_measures(&report.measures());
     out!("lost {}, duplicated {}, delivered {}", report.lost, report.duplicated, report.delivered);

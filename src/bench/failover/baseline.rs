@@ -68,9 +68,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 use serde::Serialize;
 
-use super::broker::{
-    BrokerSource, SteadyProducer, Tansu, client_config, create_topic, delete_topic, tail,
-};
+use super::broker::{BrokerSource, SteadyProducer, Tansu, client_config, create_topic, delete_topic, tail};
 use super::{Quantiles, millis, opt_millis, unix_nanos};
 
 /// The subcommand of this binary that runs one group member ([`group_member`]).
@@ -751,7 +749,6 @@ impl Recovery {
         }
     }
 }
-
 
 /// How [`group_member`] runs.
 #[derive(Clone, Debug)]

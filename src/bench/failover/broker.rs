@@ -355,3 +355,45 @@ pub(super) fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
 }
+
+/// The Kafka source's side of a failover run: its broker (started for the run, or given), a
+/// topic of its own and a producer writing to it at a steady rate.
+pub(super) struct KafkaFeed {
+    /// Stopped when the feed is dropped.
+    tansu: Option<Tansu>,
+    /// The bootstrap brokers.
+    pub(super) brokers: String,
+    /// The topic the producer writes to.
+    pub(super) topic: String,
+    producer: Option<SteadyProducer>,
+}
+
+impl KafkaFeed {
+    /// Starts the broker if it is to be started (its log in `dir`), creates the topic with
+    /// `partitions` partitions and starts producing `rate` messages per second over them.
+    pub(super) async fn start(source: &BrokerSource, dir: &Path, partitions: i32, rate: f64) -> anyhow::Result<Self> {
+        let (tansu, brokers) = match source {
+            BrokerSource::Given(brokers) => (None, brokers.clone()),
+            BrokerSource::Tansu(binary) => {
+                let tansu = Tansu::start(binary, dir).await?;
+                let brokers = tansu.addr.to_string();
+                (Some(tansu), brokers)
+            }
+        };
+        let topic = format!("squall-failover-{}", std::process::id());
+        create_topic(&brokers, &topic, partitions).await?;
+        let producer = SteadyProducer::start(&brokers, &topic, partitions, rate)?;
+        Ok(KafkaFeed { tansu, brokers, topic, producer: Some(producer) })
+    }
+
+    /// Stops producing; how many messages the broker acknowledged over the run.
+    pub(super) fn stop_producing(&mut self) -> anyhow::Result<u64> {
+        let producer = self.producer.take().context("the feed's producer was stopped already")?;
+        producer.stop()
+    }
+
+    /// The broker's last log lines, when the run started it.
+    pub(super) fn broker_log(&self) -> Option<String> {
+        self.tansu.as_ref().map(|t| format!("--- {} ({}) ---\n{}", t.version, t.log.display(), tail(&t.log)))
+    }
+}

@@ -7,6 +7,9 @@
 //!   every `commit_interval`, and a task that starts (again) resumes from there, so a killed
 //!   task's tuples are emitted again and none is lost.
 //! - `bench_relay` (bolt): passes each tuple on, anchored.
+//! - `bench_kafka_relay` (bolt): the same for a `kafka` spout's tuples, whose messages the
+//!   benchmark produced (the value is the Unix time in ns it was sent at): `stream` is the
+//!   partition, `seq` the offset, `emitted_ns` the value.
 //! - `bench_arrivals` (bolt): appends `stream seq emitted_ns arrived_ns` lines to a file per task
 //!   in `dir`, and acks each input once its line is written.
 
@@ -28,6 +31,8 @@ pub const SEQUENCE: &str = "bench_sequence";
 /// See the module docs.
 pub const RELAY: &str = "bench_relay";
 /// See the module docs.
+pub const KAFKA_RELAY: &str = "bench_kafka_relay";
+/// See the module docs.
 pub const ARRIVALS: &str = "bench_arrivals";
 
 /// The fields every bench tuple carries.
@@ -35,7 +40,11 @@ const FIELDS: [&str; 3] = ["stream", "seq", "emitted_ns"];
 
 /// Adds the benchmark's kinds to `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.spout::<SequenceConfig>(SEQUENCE).bolt::<RelayConfig>(RELAY).bolt::<ArrivalsConfig>(ARRIVALS);
+    registry
+        .spout::<SequenceConfig>(SEQUENCE)
+        .bolt::<RelayConfig>(RELAY)
+        .bolt::<KafkaRelayConfig>(KAFKA_RELAY)
+        .bolt::<ArrivalsConfig>(ARRIVALS);
 }
 
 /// Nanoseconds since the Unix epoch: comparable across the processes of one machine.
@@ -236,6 +245,38 @@ impl Bolt for Relay {
     fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<(), BoxError> {
         let field = |name: &str| input.get(name).cloned().ok_or_else(|| format!("no field {name}"));
         out.emit(values![field("stream")?, field("seq")?, field("emitted_ns")?]);
+        Ok(())
+    }
+}
+
+/// Args of `bench_kafka_relay` (none).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaRelayConfig {}
+
+impl BoltFactory for KafkaRelayConfig {
+    fn declare(&self, inputs: &[InputStream]) -> Result<Vec<StreamDecl>, BoxError> {
+        for input in inputs {
+            for field in ["partition", "offset", "value"] {
+                input.require(field, "field")?;
+            }
+        }
+        Ok(vec![StreamDecl::default_stream(FIELDS)])
+    }
+
+    fn create(&self, _ctx: &TaskContext) -> Result<Box<dyn Bolt>, BoxError> {
+        Ok(Box::new(KafkaRelay))
+    }
+}
+
+struct KafkaRelay;
+
+impl Bolt for KafkaRelay {
+    fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<(), BoxError> {
+        let int = |name: &str| input.get(name).and_then(Value::as_int).ok_or_else(|| format!("no integer {name}"));
+        let value = input.get("value").and_then(Value::as_str).ok_or("no string value")?;
+        let emitted_ns: i64 = value.parse().map_err(|_| format!("the value {value:?} is not a time in ns"))?;
+        out.emit(values![Value::Int(int("partition")?), Value::Int(int("offset")?), Value::Int(emitted_ns)]);
         Ok(())
     }
 }

@@ -18,6 +18,13 @@
 //! After the last trial the spouts are deactivated, the replays drain, and every stream is
 //! checked for holes: **lost** counts tuples never delivered, **duplicated** the extra
 //! deliveries.
+//!
+//! With `--source kafka` the spout is a `kafka` spout instead ([`Source::Kafka`]): the benchmark
+//! produces to a topic of three partitions at the rate (tansu started on loopback, or given
+//! brokers; [`broker`]), each partition one stream, and `bench_kafka_relay` turns each message
+//! into the same `stream, seq, emitted_ns` (partition, offset, the time it was produced at). A
+//! stream recovers when it delivers a message produced after the kill; lost counts the messages
+//! the broker acknowledged that never reached the sink.
 
 pub mod baseline;
 pub mod broker;
@@ -92,6 +99,24 @@ impl std::fmt::Display for Scenario {
     }
 }
 
+/// What feeds the benchmark's topology.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// `bench_sequence` spouts: replayable sequences whose positions are in the znode store.
+    Generator,
+    /// A `kafka` spout reading a topic the benchmark produces to at the rate, on this broker.
+    Kafka(broker::BrokerSource),
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Generator => "generator",
+            Source::Kafka(_) => "kafka",
+        }
+    }
+}
+
 /// How to run the benchmark.
 #[derive(Clone, Debug)]
 pub struct FailoverOptions {
@@ -109,6 +134,8 @@ pub struct FailoverOptions {
     pub tick: Duration,
     /// The topology's message timeout: how long a tree may take before it is replayed.
     pub message_timeout: Duration,
+    /// What feeds the topology.
+    pub source: Source,
 }
 
 /// One kill and what followed.
@@ -151,6 +178,8 @@ fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
 pub struct FailoverReport {
     /// What was killed.
     pub scenario: Scenario,
+    /// What fed the topology: `generator` or `kafka`.
+    pub source: &'static str,
     /// The session timeout used.
     pub session_timeout: Duration,
     /// Tuples per second over all streams.
@@ -218,6 +247,7 @@ impl FailoverReport {
             .collect();
         serde_json::json!({
             "scenario": self.scenario.to_string(),
+            "source": self.source,
             "trials": self.trials.len(),
             "session_timeout_ms": self.session_timeout.as_millis() as u64,
             "rate": self.rate,
@@ -310,8 +340,15 @@ impl ArrivalReader {
             .all(|s| self.arrivals.iter().rev().take(20_000).any(|a| a.stream == s && a.arrived_ns >= since))
     }
 
-    /// (lost, duplicated, delivered) over everything read.
-    fn tally(&self) -> (u64, u64, u64) {
+    /// How many distinct tuples arrived.
+    fn distinct(&self) -> u64 {
+        self.arrivals.iter().map(|a| (a.stream, a.seq)).collect::<BTreeSet<_>>().len() as u64
+    }
+
+    /// (lost, duplicated, delivered) over everything read. Lost: the holes in each stream's
+    /// sequence, or, when `produced` tuples are known to have been fed (a Kafka source), those
+    /// of them that never arrived, if more.
+    fn tally(&self, produced: Option<u64>) -> (u64, u64, u64) {
         let mut seen: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
         let mut duplicated = 0;
         for a in &self.arrivals {
@@ -326,20 +363,37 @@ impl ArrivalReader {
             lost += (top + 1) as u64 - seqs.len() as u64;
             delivered += seqs.len() as u64;
         }
-        (lost, duplicated, delivered)
+        let never_arrived = produced.map_or(0, |produced| produced.saturating_sub(delivered));
+        (lost.max(never_arrived), duplicated, delivered)
     }
 }
 
-fn topology_yaml(options: &FailoverOptions, arrivals: &Path) -> String {
-    let rate = options.rate / STREAMS as f64;
+fn topology_yaml(options: &FailoverOptions, arrivals: &Path, feed: Option<&broker::KafkaFeed>) -> String {
     let timeout = format!("{}ms", options.message_timeout.as_millis());
+    // The spout is `seq` whatever its kind: its task i is stream i (a `kafka` task i of 3 reads
+    // partition i of a one-topic spout).
+    let (spout, relay) = match feed {
+        None => (
+            format!(
+                "{{ id: seq, kind: {}, parallelism: {STREAMS}, args: {{ rate: {} }} }}",
+                kinds::SEQUENCE,
+                options.rate / STREAMS as f64
+            ),
+            kinds::RELAY,
+        ),
+        Some(feed) => (
+            format!(
+                "{{ id: seq, kind: kafka, parallelism: {STREAMS}, args: {{ brokers: \"{}\", topic: {}, start: earliest, commit_interval: 100ms }} }}",
+                feed.brokers, feed.topic
+            ),
+            kinds::KAFKA_RELAY,
+        ),
+    };
     format!(
         "name: {TOPOLOGY}\nworkers: {STREAMS}\nconfig: {{ message_timeout: {timeout}, max_spout_pending: 2000, ackers: {STREAMS} }}\n\
-         spouts:\n  - {{ id: seq, kind: {}, parallelism: {STREAMS}, args: {{ rate: {rate} }} }}\n\
-         bolts:\n  - {{ id: relay, kind: {}, parallelism: {STREAMS}, inputs: [ {{ from: seq, grouping: local_or_shuffle }} ] }}\n\
+         spouts:\n  - {spout}\n\
+         bolts:\n  - {{ id: relay, kind: {relay}, parallelism: {STREAMS}, inputs: [ {{ from: seq, grouping: local_or_shuffle }} ] }}\n\
          \x20 - {{ id: arrivals, kind: {}, parallelism: {STREAMS}, args: {{ dir: {} }}, inputs: [ {{ from: relay, grouping: local_or_shuffle }} ] }}\n",
-        kinds::SEQUENCE,
-        kinds::RELAY,
         kinds::ARRIVALS,
         arrivals.display()
     )
@@ -411,10 +465,19 @@ pub async fn failover(options: &FailoverOptions, registry: &Registry) -> anyhow:
     let dir = tempfile::Builder::new().prefix("squall-failover-").tempdir()?;
     let arrivals_dir = dir.path().join("arrivals");
     std::fs::create_dir_all(&arrivals_dir)?;
+    let mut feed = match &options.source {
+        Source::Generator => None,
+        Source::Kafka(broker) => {
+            Some(broker::KafkaFeed::start(broker, dir.path(), STREAMS as i32, options.rate).await?)
+        }
+    };
     let mut cluster = BenchCluster::start(&options.program, dir.path(), options.session_timeout, options.tick)?;
-    let result = run(options, registry, &mut cluster, &arrivals_dir).await;
+    let result = run(options, registry, &mut cluster, &arrivals_dir, feed.as_mut()).await;
     if result.is_err() {
         eprintln!("{}", cluster.logs());
+        if let Some(log) = feed.as_ref().and_then(broker::KafkaFeed::broker_log) {
+            eprintln!("{log}");
+        }
         eprintln!("bench cluster kept in {}", dir.keep().display());
     }
     result
@@ -425,10 +488,11 @@ async fn run(
     registry: &Registry,
     cluster: &mut BenchCluster,
     arrivals_dir: &Path,
+    mut feed: Option<&mut broker::KafkaFeed>,
 ) -> anyhow::Result<FailoverReport> {
     let observer = Observer::connect(&cluster.connect_string()).await?;
     wait_until("three nodes registered", async || observer.nodes().await.len() == 3).await?;
-    let yaml = topology_yaml(options, arrivals_dir);
+    let yaml = topology_yaml(options, arrivals_dir, feed.as_deref());
     topologies::deploy(&observer.client, registry, &yaml, "failover-bench.yaml", None).await?;
     let mut reader = ArrivalReader::new(arrivals_dir);
     steady(&mut reader, &observer).await?;
@@ -454,22 +518,24 @@ async fn run(
         steady(&mut reader, &observer).await?;
     }
 
-    // Let what is in flight land: the spouts stop, the replays of failed trees drain.
-    topologies::set_active(&observer.client, TOPOLOGY, false).await?;
+    // Let what is in flight land. A Kafka feed stops first, and its messages are read to the
+    // end while the spouts run; then the spouts stop and the replays of failed trees drain.
     let quiet = options.message_timeout * 2 + Duration::from_secs(2);
-    let deadline = Instant::now() + quiet + PATIENCE;
-    let mut last = (reader.arrivals.len(), Instant::now());
-    while last.1.elapsed() < quiet && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        reader.poll()?;
-        if reader.arrivals.len() != last.0 {
-            last = (reader.arrivals.len(), Instant::now());
+    let produced = match feed.as_mut() {
+        Some(feed) => {
+            let produced = feed.stop_producing()?;
+            drain(&mut reader, quiet, |reader| reader.distinct() >= produced).await?;
+            Some(produced)
         }
-    }
-    let (lost, duplicated, delivered) = reader.tally();
+        None => None,
+    };
+    topologies::set_active(&observer.client, TOPOLOGY, false).await?;
+    drain(&mut reader, quiet, |_| false).await?;
+    let (lost, duplicated, delivered) = reader.tally(produced);
     let _ = topologies::kill(&observer.client, TOPOLOGY).await;
     Ok(FailoverReport {
         scenario: options.scenario,
+        source: options.source.name(),
         session_timeout: options.session_timeout,
         rate: options.rate,
         trials,
@@ -477,6 +543,24 @@ async fn run(
         duplicated,
         delivered,
     })
+}
+
+/// Reads arrivals until `done`, or until none came for `quiet` (for at most [`PATIENCE`] more).
+async fn drain(
+    reader: &mut ArrivalReader,
+    quiet: Duration,
+    done: impl Fn(&ArrivalReader) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + quiet + PATIENCE;
+    let mut last = (reader.arrivals.len(), Instant::now());
+    while !done(reader) && last.1.elapsed() < quiet && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reader.poll()?;
+        if reader.arrivals.len() != last.0 {
+            last = (reader.arrivals.len(), Instant::now());
+        }
+    }
+    Ok(())
 }
 
 /// Polls `done` until it holds, for at most [`PATIENCE`].
@@ -647,4 +731,28 @@ async fn reassigned(victim: &Victim, affected: &[i64], observer: &Observer) -> b
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(arrivals: &[(i64, i64)]) -> ArrivalReader {
+        let mut reader = ArrivalReader::new(Path::new("/nonexistent"));
+        reader.arrivals =
+            arrivals.iter().map(|&(stream, seq)| Arrival { stream, seq, emitted_ns: 0, arrived_ns: 0 }).collect();
+        reader
+    }
+
+    #[test]
+    fn lost_counts_holes_and_what_was_fed_but_never_arrived() {
+        let complete = reader(&[(0, 0), (0, 1), (1, 0), (0, 1)]);
+        assert_eq!(complete.tally(None), (0, 1, 3));
+        assert_eq!(complete.tally(Some(3)), (0, 1, 3));
+        assert_eq!(complete.distinct(), 3);
+        // A hole in stream 0; and a tail nobody saw, which only the fed count reveals.
+        let holey = reader(&[(0, 0), (0, 2), (1, 0)]);
+        assert_eq!(holey.tally(None), (1, 0, 3));
+        assert_eq!(holey.tally(Some(6)), (3, 0, 3));
+    }
 }
