@@ -3,7 +3,7 @@
 //! component's tasks, and versioned znodes. Each contender has a session of its own, as tasks
 //! on different workers do.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,11 +156,13 @@ fn versioned_writes_refuse_a_writer_who_read_an_older_version() {
     assert_eq!(a.read(path).unwrap(), Some((br#"{"offset":20}"#.to_vec(), 1)));
 }
 
-/// Counts, per task, how often it found itself leader; done after `rounds` calls.
+/// Records, per call, the task if it found itself leader; done once every task of its component
+/// made `rounds` calls (a task that finished first and left would hand the lead on, rightly).
 struct LeaderProbe {
     ctx: TaskContext,
     rounds: u32,
     led: Arc<Mutex<Vec<u32>>>,
+    finished: Arc<AtomicU32>,
 }
 
 impl Spout for LeaderProbe {
@@ -170,11 +172,14 @@ impl Spout for LeaderProbe {
             if self.ctx.is_leader() {
                 self.led.lock().unwrap().push(self.ctx.task_index);
             }
+            if self.rounds == 0 {
+                self.finished.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 
     fn is_done(&self) -> bool {
-        self.rounds == 0
+        self.finished.load(Ordering::SeqCst) == self.ctx.parallelism
     }
 }
 
@@ -183,11 +188,16 @@ fn tasks_of_a_topology_elect_one_leader_through_their_context() {
     let store = Store::start();
     let led = Arc::new(Mutex::new(Vec::new()));
     let mut builder = TopologyBuilder::new("probe");
-    let probes = led.clone();
+    let (probes, finished) = (led.clone(), Arc::new(AtomicU32::new(0)));
     builder.spout(
         "probe",
         3,
-        spout_fn(["x"], move |ctx| LeaderProbe { ctx: ctx.clone(), rounds: 50, led: probes.clone() }),
+        spout_fn(["x"], move |ctx| LeaderProbe {
+            ctx: ctx.clone(),
+            rounds: 50,
+            led: probes.clone(),
+            finished: finished.clone(),
+        }),
     );
     let options = RunOptions { duration: Some(DEADLINE), coordination: Some(store.session("probe")) };
     run_local(&builder.build().unwrap(), options).unwrap();
