@@ -5,6 +5,13 @@
 //! The binary is `$SQUALL_TANSU` (which `scripts/test` sets), else whatever `scripts/tansu`
 //! prints, which installs it on first use. The broker runs in its own process group and is
 //! SIGKILLed when the [`Tansu`] drops, passed or failed; a failing test prints its log.
+//!
+//! What tansu 0.6 cannot do, and where it is tested instead: its in-memory storage does not
+//! implement DeleteRecords (the broker task panics "not yet implemented" in tansu-storage's
+//! `dynostore.rs`) nor retention, so a log that starts past offset 0 — a stored offset that
+//! retention removed — is tested against librdkafka's mock cluster, which drops a partition's
+//! oldest messages past 5 MiB (`operators/src/kafka/spout.rs`,
+//! `an_offset_gone_from_the_log_stops_its_partition_and_the_others_go_on`).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
