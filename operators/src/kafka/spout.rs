@@ -26,7 +26,10 @@
 //! **At least once.** A message stays in the task's memory from its emission until its tuple
 //! tree is acked; a failed one is emitted again, as it was, before any new message (no seek).
 //! The task commits, per partition, the first offset not yet acked with a versioned write, at
-//! most every `commit_interval` and when the topology is deactivated or stops. A restarted task or the task that takes a partition over reads from there: nothing
+//! most every `commit_interval` and when the topology is deactivated or stops. The periodic
+//! commits are written in the background, one round at a time (the next starts once the store
+//! answered every write of the last), so emitting goes on while the store is slow or electing
+//! a leader; the commits of a deactivation and of the end are waited for. A restarted task or the task that takes a partition over reads from there: nothing
 //! acked is read twice unless it was acked after the last commit, and nothing unacked is lost.
 //! When the write finds that someone else changed the znode, the partition now belongs to
 //! another task (which claimed it): this task reports it, stops reading it and forgets its
@@ -93,8 +96,8 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 /// The longest a metadata or watermark request may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How soon a task tries again to start partitions after the store or the brokers failed it
-/// (at most), and to commit after the store failed it (at least: an attempt may hold the task
-/// up to 5 s).
+/// (at most), and to commit after the store failed it (at least: the store is likely away, and
+/// each attempt waits up to 5 s for it in the background).
 const RETRY: Duration = Duration::from_secs(5);
 
 /// The librdkafka settings the spout makes itself, and why they cannot be changed.
@@ -454,8 +457,13 @@ struct KafkaSpout {
     next_lag: Instant,
     /// Whether a commit ran since the committed-offset gauges were last set.
     commits_to_publish: bool,
-    /// Whether the last commit reached the store.
+    /// Whether the last commit round reached the store.
     last_commit_done: bool,
+    /// Whether a commit round is under way: its writes go on in the background, and the next
+    /// round starts only once every one of them is answered.
+    committing: bool,
+    /// The first partition of the round under way that found the store away, and why.
+    commit_failure: Option<String>,
     errors: ErrorLog,
 }
 
@@ -512,6 +520,8 @@ impl KafkaSpout {
             next_refresh: now,
             next_commit: now + config.commit_interval,
             last_commit_done: true,
+            committing: false,
+            commit_failure: None,
             errors: ErrorLog::default(),
         }
     }
@@ -535,13 +545,15 @@ impl KafkaSpout {
             let wait = if self.complete { config.metadata_refresh } else { config.metadata_refresh.min(RETRY) };
             self.next_refresh = now + wait;
         }
+        if self.committing {
+            self.collect_commits(now);
+        }
         // With `stop_at_end`, the last commit is made as soon as everything is read and acked
         // (again at the interval if the store refused it).
         let finishing = self.last_commit_done && self.all_read() && !self.all_committed();
-        if now >= self.next_commit || finishing {
-            self.last_commit_done = self.commit_all();
-            self.commits_to_publish = true;
-            self.next_commit = now + self.commit_every();
+        if !self.committing && (now >= self.next_commit || finishing) {
+            self.start_commits();
+            self.collect_commits(now);
         }
     }
 
@@ -852,28 +864,90 @@ impl KafkaSpout {
         self.unassign(slot);
     }
 
-    /// Commits every partition's acked prefix; stops at the first that finds the store away
-    /// (`false`).
-    fn commit_all(&mut self) -> bool {
+    /// Starts a commit round: writes each partition's acked prefix in the background (when its
+    /// znode does not hold it already); stops at the first partition that finds the store away.
+    /// Called only when no round is under way, so a znode never has two writes at once.
+    fn start_commits(&mut self) {
+        self.committing = true;
         for slot in 0..self.partitions.len() {
             let p = &mut self.partitions[slot];
             if p.state == ReadState::Lost {
                 continue;
             }
             let Some(point) = p.progress.commit_point() else { continue };
-            match p.znode.commit(&self.coordination, point) {
-                Commit::Done => {}
-                Commit::Lost => self.lose(slot),
-                Commit::Retry(why) => {
-                    let name = self.name(slot);
-                    self.last_commit_done = false;
-                    let every = humantime_serde::re::humantime::format_duration(self.commit_every());
-                    self.errors.push(format!("cannot commit the offset of {name}: {why}; retrying every {every}"));
-                    return false;
+            if let Some(decided) = p.znode.start_commit(&self.coordination, point) {
+                if !self.committed(slot, decided) {
+                    break;
                 }
             }
         }
-        true
+    }
+
+    /// Takes in the outcomes of the round's writes that have one, and ends the round when no
+    /// write is under way any more.
+    fn collect_commits(&mut self, now: Instant) {
+        let mut under_way = false;
+        for slot in 0..self.partitions.len() {
+            if let Some(commit) = self.partitions[slot].znode.poll() {
+                self.committed(slot, commit);
+            }
+            under_way |= self.partitions[slot].znode.writing();
+        }
+        if !under_way {
+            self.end_commits(now);
+        }
+    }
+
+    /// Commits every partition's acked prefix and waits for it (after the round under way, if
+    /// any): the commit of a deactivation or of the end. `false` if the store was away.
+    fn commit_all(&mut self) -> bool {
+        self.wait_commits();
+        self.start_commits();
+        self.wait_commits();
+        self.last_commit_done
+    }
+
+    /// Waits for the round under way, if any, and ends it.
+    fn wait_commits(&mut self) {
+        if !self.committing {
+            return;
+        }
+        for slot in 0..self.partitions.len() {
+            if let Some(commit) = self.partitions[slot].znode.wait() {
+                self.committed(slot, commit);
+            }
+        }
+        self.end_commits(Instant::now());
+    }
+
+    /// Takes in what became of partition `slot`'s commit; `false` when the store was away.
+    fn committed(&mut self, slot: usize, commit: Commit) -> bool {
+        match commit {
+            Commit::Done => true,
+            Commit::Lost => {
+                self.lose(slot);
+                true
+            }
+            Commit::Retry(why) => {
+                if self.commit_failure.is_none() {
+                    self.commit_failure = Some(format!("{}: {why}", self.name(slot)));
+                }
+                false
+            }
+        }
+    }
+
+    /// Ends the commit round: the next is due a `commit_interval` from now, or later when the
+    /// store was away.
+    fn end_commits(&mut self, now: Instant) {
+        self.committing = false;
+        self.commits_to_publish = true;
+        self.last_commit_done = self.commit_failure.is_none();
+        self.next_commit = now + self.commit_every();
+        if let Some(failure) = self.commit_failure.take() {
+            let every = humantime_serde::re::humantime::format_duration(self.commit_every());
+            self.errors.push(format!("cannot commit the offset of {failure}; retrying every {every}"));
+        }
     }
 
     /// Sets each partition's gauges: the committed offset, the high watermark and the lag
@@ -912,8 +986,8 @@ impl KafkaSpout {
         }
     }
 
-    /// How long after a commit the next one is due: `commit_interval`, and at least
-    /// [`RETRY`] while the store refuses (each attempt may wait that long for it).
+    /// How long after a commit round the next one is due: `commit_interval`, and at least
+    /// [`RETRY`] while the store refuses.
     fn commit_every(&self) -> Duration {
         if self.last_commit_done { self.config.commit_interval } else { self.config.commit_interval.max(RETRY) }
     }
@@ -1026,7 +1100,7 @@ impl Spout for KafkaSpout {
     }
 
     fn deactivate(&mut self) {
-        self.last_commit_done = self.commit_all();
+        self.commit_all();
     }
 
     fn is_done(&self) -> bool {
