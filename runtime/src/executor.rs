@@ -186,11 +186,15 @@ pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
 
         let mut emitted = false;
         if active {
-            for _ in 0..batch {
+            tracker.now = now;
+            for call in 0..batch {
                 if tracker.pending.len() >= max_pending || spout.is_done() {
                     break;
                 }
                 let before = emitter.stats.emitted;
+                if call > 0 {
+                    tracker.now = Instant::now();
+                }
                 let mut out = SpoutOutput { emitter: &mut emitter, tracker: &mut tracker };
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| spout.next_tuple(&mut out))) {
                     emitter.stats.record_error(format!("next_tuple {}", panic_message(panic)));
@@ -238,12 +242,14 @@ pub(crate) fn run_spout(mut spout: Box<dyn Spout>, task: SpoutTask) {
 
 /// Applies acker verdicts to the spout's trees.
 fn settle(spout: &mut dyn Spout, tracker: &mut SpoutTracker, stats: &mut ComponentStats, events: Vec<AckEvent>) {
+    // The events of a batch left their acker together: one clock read times them all.
+    let now = Instant::now();
     for event in events {
         // Unknown roots are trees this spout already timed out.
         let Some(tree) = tracker.pending.remove(&event.root) else { continue };
         if event.ok {
             stats.acked += 1;
-            let micros = tree.started.elapsed().as_micros().max(1) as u64;
+            let micros = now.saturating_duration_since(tree.started).as_micros().max(1) as u64;
             let _ = stats.complete_latency_us.record(micros);
             guarded(stats, || spout.ack(tree.id));
         } else {

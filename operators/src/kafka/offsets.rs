@@ -12,11 +12,16 @@
 //! overwrite its new owner's progress. A task that starts a partition claims it first (writes
 //! the znode at once, moving its version), so that it is the earlier owner's late commit that
 //! fails, never the new owner's.
+//!
+//! Commits are written in the background ([`OffsetZnode::start_commit`], then
+//! [`OffsetZnode::poll`] or [`OffsetZnode::wait`]), so that the task keeps emitting while the
+//! store is slow — a new Raft leader being elected takes about a second. A znode has at most
+//! one write under way: each write expects the version the one before it made.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use squall_runtime::{Coordination, CoordinationError, Value};
+use squall_runtime::{Coordination, CoordinationError, PendingWrite, Value};
 
 /// A message emitted and not yet acked, kept to emit again as it was when it fails.
 #[derive(Clone, Debug, PartialEq)]
@@ -160,6 +165,8 @@ pub(crate) struct OffsetZnode {
     committed: Option<i64>,
     /// The offset of a write whose outcome is unknown (the store did not answer in time).
     unsure: Option<i64>,
+    /// The write under way, and the offset it writes.
+    writing: Option<(i64, PendingWrite)>,
 }
 
 impl OffsetZnode {
@@ -169,7 +176,7 @@ impl OffsetZnode {
             None => (None, None),
             Some((data, version)) => (Some(parse(&path, &data)?), Some(version)),
         };
-        Ok(OffsetZnode { path, version, committed, unsure: None })
+        Ok(OffsetZnode { path, version, committed, unsure: None, writing: None })
     }
 
     /// The znode's path.
@@ -184,28 +191,81 @@ impl OffsetZnode {
 
     /// Takes the partition over: writes `offset` (the offset the znode holds, or where the
     /// task starts when there is none) even if the znode holds it already, so that its version
-    /// moves past what any earlier owner read, and that owner's next commit fails.
+    /// moves past what any earlier owner read, and that owner's next commit fails. Waits for
+    /// the write.
     pub(crate) fn claim(&mut self, coordination: &Coordination, offset: i64) -> Commit {
         self.write(coordination, offset, true)
     }
 
-    /// Writes `offset` unless the znode holds it already.
+    /// Writes `offset` unless the znode holds it already, and waits for the write (and first
+    /// for a write under way). The task commits in the background; the tests use this.
+    #[cfg(test)]
     pub(crate) fn commit(&mut self, coordination: &Coordination, offset: i64) -> Commit {
         self.write(coordination, offset, false)
     }
 
+    /// Starts writing `offset` in the background unless the znode holds it already: `None`
+    /// once started (its outcome comes from [`poll`](Self::poll) or [`wait`](Self::wait)), or
+    /// the outcome when it was decided at once. Call it only while no write is under way.
+    ///
+    /// After a write that got no answer, the znode is read first to settle what became of it;
+    /// that read waits (a read is answered by the replica the session is on, without the Raft
+    /// leader, so an election does not hold it up).
+    pub(crate) fn start_commit(&mut self, coordination: &Coordination, offset: i64) -> Option<Commit> {
+        self.start_write(coordination, offset, false)
+    }
+
+    /// Whether a write is under way.
+    pub(crate) fn writing(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// The outcome of the write under way, once there is one; `None` while it is under way or
+    /// when there is none.
+    pub(crate) fn poll(&mut self) -> Option<Commit> {
+        let (offset, write) = self.writing.as_mut()?;
+        let (offset, outcome) = (*offset, write.outcome()?);
+        self.writing = None;
+        Some(self.written(offset, outcome))
+    }
+
+    /// Waits for the outcome of the write under way; `None` when there is none.
+    pub(crate) fn wait(&mut self) -> Option<Commit> {
+        let (offset, write) = self.writing.take()?;
+        Some(self.written(offset, write.wait()))
+    }
+
     fn write(&mut self, coordination: &Coordination, offset: i64, force: bool) -> Commit {
+        if self.wait() == Some(Commit::Lost) {
+            return Commit::Lost;
+        }
+        match self.start_write(coordination, offset, force) {
+            Some(decided) => decided,
+            None => self.wait().expect("a write was just started"),
+        }
+    }
+
+    fn start_write(&mut self, coordination: &Coordination, offset: i64, force: bool) -> Option<Commit> {
+        // A second write would expect the version the first one is about to replace, and fail
+        // as if someone else had written.
+        assert!(self.writing.is_none(), "{}: a write is under way already", self.path);
         if let Some(unsure) = self.unsure.take() {
             match self.settle_unsure(coordination, unsure) {
                 Commit::Done => {}
-                other => return other,
+                other => return Some(other),
             }
         }
         if self.committed == Some(offset) && !force {
-            return Commit::Done;
+            return Some(Commit::Done);
         }
         let data = serde_json::to_vec(&StoredOffset { offset }).expect("an integer serializes");
-        match coordination.write(&self.path, &data, self.version) {
+        self.writing = Some((offset, coordination.write_in_background(&self.path, data, self.version)));
+        None
+    }
+
+    /// Takes in the outcome of the write of `offset`.
+    fn written(&mut self, offset: i64, outcome: Result<i32, CoordinationError>) -> Commit {
+        match outcome {
             Ok(version) => {
                 self.version = Some(version);
                 self.committed = Some(offset);
@@ -429,6 +489,40 @@ mod tests {
         let mut first = OffsetZnode::load(&new_owner, fresh.clone()).unwrap();
         assert_eq!(first.claim(&new_owner, 0), Commit::Done);
         assert_eq!(store.offset(&fresh), Some(0));
+    }
+
+    /// Guarantee: a commit written in the background lands like a waited one, and one that an
+    /// old owner started before a new owner's claim is refused when it arrives.
+    #[test]
+    fn background_commits_land_or_are_refused_to_an_old_owner() {
+        let store = Store::start();
+        let (old_owner, new_owner) = (store.session("t"), store.session("t"));
+        let path = "/squall/offsets/t/s/topic/0".to_string();
+        let mut old = OffsetZnode::load(&old_owner, path.clone()).unwrap();
+        assert_eq!(old.start_commit(&old_owner, 40), None, "started");
+        assert!(old.writing());
+        let deadline = std::time::Instant::now() + crate::kafka::testing::DEADLINE;
+        let outcome = loop {
+            if let Some(outcome) = old.poll() {
+                break outcome;
+            }
+            assert!(std::time::Instant::now() < deadline, "no answer");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!((outcome, old.writing(), old.committed()), (Commit::Done, false, Some(40)));
+        assert_eq!(store.offset(&path), Some(40));
+        assert_eq!(old.start_commit(&old_owner, 40), Some(Commit::Done), "held already: no write");
+        assert_eq!(old.poll(), None, "nothing under way");
+
+        // The old owner's next commit is under way when the new owner claims the partition.
+        let mut new = OffsetZnode::load(&new_owner, path.clone()).unwrap();
+        assert_eq!(new.claim(&new_owner, 40), Commit::Done);
+        assert_eq!(old.start_commit(&old_owner, 55), None);
+        assert_eq!(old.wait(), Some(Commit::Lost), "the old owner's late commit is refused");
+        assert_eq!(store.offset(&path), Some(40));
+        assert_eq!(new.start_commit(&new_owner, 60), None);
+        assert_eq!(new.wait(), Some(Commit::Done));
+        assert_eq!(store.offset(&path), Some(60));
     }
 
     #[test]

@@ -196,7 +196,9 @@ impl Coordination {
     /// Starts [`write`](Self::write) and returns at once: a task keeps emitting while the store
     /// is slow or away (a new Raft leader being elected, say), and looks at the outcome later.
     pub fn write_in_background(&self, path: &str, data: Vec<u8>, expected: Option<i32>) -> PendingWrite {
-        let (done, result) = tokio::sync::oneshot::channel();
+        // A std channel rather than tokio's oneshot, so that `PendingWrite::wait` can block on
+        // it from any thread, a runtime's included; one send always finds room.
+        let (done, result) = std::sync::mpsc::sync_channel(1);
         let (this, path) = (self.clone(), path.to_string());
         self.spawn(async move {
             let written = match tokio::time::timeout(CALL_TIMEOUT, this.write_now(&path, &data, expected)).await {
@@ -239,7 +241,7 @@ impl Coordination {
 /// A write under way (see [`Coordination::write_in_background`]).
 #[derive(Debug)]
 pub struct PendingWrite {
-    result: tokio::sync::oneshot::Receiver<Result<i32, CoordinationError>>,
+    result: std::sync::mpsc::Receiver<Result<i32, CoordinationError>>,
 }
 
 impl PendingWrite {
@@ -248,12 +250,21 @@ impl PendingWrite {
     pub fn outcome(&mut self) -> Option<Result<i32, CoordinationError>> {
         match self.result.try_recv() {
             Ok(outcome) => Some(outcome),
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                Some(Err(CoordinationError::Unavailable("the write was abandoned".into())))
-            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(abandoned())),
         }
     }
+
+    /// Waits for the write's outcome: at most the call timeout of a blocking
+    /// [`write`](Coordination::write), which bounds the write.
+    pub fn wait(self) -> Result<i32, CoordinationError> {
+        self.result.recv().unwrap_or_else(|_| Err(abandoned()))
+    }
+}
+
+/// The outcome of a background write whose task ended without one (its runtime shut down).
+fn abandoned() -> CoordinationError {
+    CoordinationError::Unavailable("the write was abandoned".into())
 }
 
 async fn open_session(target: &str, session_timeout: Duration) -> Result<zk::Client, CoordinationError> {
