@@ -13,6 +13,7 @@
 //! that many writes of each session are remembered.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +29,9 @@ use crate::watch::WatchEvent;
 pub struct Command {
     /// The leader's wall clock when it proposed the command, in ms since the epoch.
     pub time: i64,
-    /// What to do.
-    pub kind: CommandKind,
+    /// What to do: shared, since the same command is kept in the log's recent entries, read
+    /// back to replicate and apply it, and held by its proposer until it is answered.
+    pub kind: Arc<CommandKind>,
 }
 
 /// The kinds of change.
@@ -205,7 +207,7 @@ impl ZnodeState {
     /// caused.
     pub fn apply(&mut self, zxid: Zxid, command: &Command) -> (CommandResult, Vec<WatchEvent>) {
         let txn = Txn::new(zxid, command.time);
-        match &command.kind {
+        match command.kind.as_ref() {
             CommandKind::CreateSession { timeout_ms, password } => {
                 if self.next_session == 0 {
                     // ZooKeeper seeds its ids from the clock: ((now << 24) >>> 8) | serverId << 56.
@@ -315,7 +317,7 @@ mod tests {
     use crate::stat::CreateMode;
 
     fn cmd(time: i64, kind: CommandKind) -> Command {
-        Command { time, kind }
+        Command { time, kind: Arc::new(kind) }
     }
 
     fn open_session(state: &mut ZnodeState, zxid: Zxid) -> SessionId {
