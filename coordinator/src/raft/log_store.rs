@@ -350,9 +350,10 @@ where
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
+        let mut scratch = Vec::new();
         let records = entries
             .iter()
-            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(entry)?)))
+            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(entry, &mut scratch)?)))
             .collect::<io::Result<Vec<_>>>()?;
         let sizes: Vec<usize> = records.iter().map(|(_, bytes)| bytes.len()).collect();
         let mut wal = self.lock();
@@ -473,8 +474,14 @@ impl<E: Clone> RecentEntries<E> {
     }
 }
 
-fn encode_entry<C: RaftTypeConfig>(entry: &C::Entry) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(entry).map_err(|e| io::Error::other(format!("cannot encode log entry {entry}: {e}")))
+/// The bytes of `entry`, encoded in `scratch` (which keeps its capacity from one entry to the
+/// next) and copied out at their exact size: one allocation, where encoding into a new vector
+/// would grow it several times, and no spare capacity held in raft-log's cache.
+fn encode_entry<C: RaftTypeConfig>(entry: &C::Entry, scratch: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    scratch.clear();
+    *scratch = postcard::to_extend(entry, std::mem::take(scratch))
+        .map_err(|e| io::Error::other(format!("cannot encode log entry {entry}: {e}")))?;
+    Ok(scratch.clone())
 }
 
 fn decode_entry<C: RaftTypeConfig>(bytes: &[u8]) -> io::Result<C::Entry> {
