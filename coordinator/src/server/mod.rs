@@ -143,7 +143,8 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
         return Ok(());
     };
     let (connection_id, ended) = replica.hub.register(session, tx.clone());
-    let mut ids = vec![Id::new("ip", peer.ip().to_string())];
+    // Shared with each write's command, which carries them for the ACL checks of apply.
+    let mut ids: Arc<[Id]> = Arc::new([Id::new("ip", peer.ip().to_string())]);
     let result = tokio::select! {
         // The session moved to another connection, or closed or expired: no more requests.
         _ = ended.cancelled() => Ok(()),
@@ -233,7 +234,7 @@ async fn requests_loop(
     tx: &mpsc::UnboundedSender<Outgoing>,
     session: SessionId,
     timeout: Duration,
-    ids: &mut Vec<Id>,
+    ids: &mut Arc<[Id]>,
 ) -> io::Result<()> {
     let (queue, mut queued) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let read = async move {

@@ -42,7 +42,7 @@ pub(super) enum Step {
 
 /// Decodes one request frame of `session`, whose auth ids are `ids`, and submits it if it is
 /// a write, so that a session's writes are in flight together, in order.
-pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id], frame: &[u8]) -> Step {
+pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &Arc<[Id]>, frame: &[u8]) -> Step {
     let ready = |reply: Reply| Step::Queued(Box::pin(std::future::ready(reply)));
     let (header, request) = match proto::decode_request(frame) {
         Ok(decoded) => decoded,
@@ -66,7 +66,7 @@ pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id],
     if getrandom::fill(&mut request_id).is_err() {
         return ready(reply(xid, replica.state.last_zxid(), Err(KeeperError::SystemError)));
     }
-    let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.to_vec(), op };
+    let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.clone(), op };
     let result = replica.submit(kind, frame.len());
     Step::Queued(Box::pin(async move {
         match result.await {
@@ -88,7 +88,7 @@ pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id],
 pub(super) async fn handle(
     replica: &Arc<ReplicaInner>,
     session: SessionId,
-    ids: &mut Vec<Id>,
+    ids: &mut Arc<[Id]>,
     request: Request,
     xid: i32,
 ) -> Reply {
@@ -123,7 +123,7 @@ pub(super) async fn handle(
                     Ok(user_password) if user_password.contains(':') => {
                         let id = digest_id(user_password);
                         if !ids.contains(&id) {
-                            ids.push(id);
+                            *ids = ids.iter().cloned().chain([id]).collect();
                         }
                         proto::encode_reply(&mut frame, xid, 0, Ok(&Response::Empty));
                         return Reply::Frame(frame);
