@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -143,6 +143,9 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
         return Ok(());
     };
     let (connection_id, ended) = replica.hub.register(session, tx.clone());
+    // A client keeps several requests in flight: read through a buffer, they arrive in one
+    // read call rather than two (length, body) each.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     // Shared with each write's command, which carries them for the ACL checks of apply.
     let mut ids: Arc<[Id]> = Arc::new([Id::new("ip", peer.ip().to_string())]);
     let result = tokio::select! {
@@ -220,6 +223,9 @@ async fn connect(
     Some((session, timeout))
 }
 
+/// The read buffer of a client connection: several small requests, and small enough to keep
+/// for every connection of a busy server.
+const READ_BUFFER: usize = 4096;
 /// Requests a connection may have read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
 /// Replies a connection may owe at once (its writes in flight, mostly): no more than the state
@@ -230,7 +236,7 @@ const IN_FLIGHT: usize = crate::state::DEDUP_WINDOW;
 /// write waiting out a leader election must not make the client think its connection died.
 async fn requests_loop(
     replica: &Arc<ReplicaInner>,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     tx: &mpsc::UnboundedSender<Outgoing>,
     session: SessionId,
     timeout: Duration,
