@@ -135,6 +135,8 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
     let request =
         ConnectRequest::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
 
+    let mut request_ids =
+        requests::RequestIds::new().map_err(|e| io::Error::other(format!("no random request ids: {e}")))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_frames(writer, rx, replica.clone()));
     let Some((session, timeout)) = connect(&replica, &request, &tx, peer).await else {
@@ -151,7 +153,7 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
     let result = tokio::select! {
         // The session moved to another connection, or closed or expired: no more requests.
         _ = ended.cancelled() => Ok(()),
-        result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids) => result,
+        result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids, &mut request_ids) => result,
     };
     replica.hub.unregister(session, connection_id);
     let _ = tx.send(Outgoing::Close);
@@ -241,6 +243,7 @@ async fn requests_loop(
     session: SessionId,
     timeout: Duration,
     ids: &mut Arc<[Id]>,
+    request_ids: &mut requests::RequestIds,
 ) -> io::Result<()> {
     let (queue, mut queued) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let read = async move {
@@ -281,7 +284,7 @@ async fn requests_loop(
                 }
                 frame = queued.recv(), if pending.len() < IN_FLIGHT => {
                     let Some(frame) = frame else { break };
-                    match requests::start(replica, session, ids, &frame) {
+                    match requests::start(replica, session, ids, request_ids, &frame) {
                         requests::Step::Queued(reply) => pending.push_back(reply),
                         requests::Step::Now(request, xid) => {
                             // Answered after every earlier reply, and after the writes before
