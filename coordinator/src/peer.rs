@@ -20,7 +20,7 @@ use crate::state::CommandKind;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum PeerRequest {
     /// Propose these commands, in this order, and return their results.
-    ProposeBatch(Vec<CommandKind>),
+    ProposeBatch(Vec<Arc<CommandKind>>),
     /// These sessions were active on the sender: move their deadlines.
     Touch(Vec<SessionId>),
     /// The leader's commit index, confirmed by a quorum (ReadIndex): what `sync` waits for.
@@ -48,24 +48,25 @@ impl crate::raft::AppHandler for PeerHandler {
             Ok(request) => request,
             Err(e) => return Box::pin(std::future::ready(Err(format!("bad peer request: {e}")))),
         };
-        // Submitted now, in the order batches arrive, so each keeps its place (see
-        // `crate::proposer`).
-        let batch = match &request {
+        match request {
             PeerRequest::ProposeBatch(kinds) => {
-                kinds.iter().map(|kind| inner.proposer.submit(kind.clone(), 0)).collect::<Vec<_>>()
+                // Submitted now, in the order batches arrive, so each keeps its place (see
+                // `crate::proposer`).
+                let batch = kinds.into_iter().map(|kind| inner.proposer.submit(kind, 0)).collect::<Vec<_>>();
+                Box::pin(async move { encode(&PeerResponse::ProposedBatch(futures::future::join_all(batch).await)) })
             }
-            _ => Vec::new(),
-        };
-        Box::pin(async move {
-            let response = match request {
-                PeerRequest::ProposeBatch(_) => PeerResponse::ProposedBatch(futures::future::join_all(batch).await),
-                PeerRequest::Touch(sessions) => {
-                    inner.hub.touch_tracked(&sessions);
-                    PeerResponse::Touched { in_touch: inner.is_leader() && inner.in_touch() }
-                }
-                PeerRequest::ReadIndex => PeerResponse::ReadIndex(inner.read_index_here().await),
-            };
-            postcard::to_stdvec(&response).map_err(|e| e.to_string())
-        })
+            PeerRequest::Touch(sessions) => {
+                inner.hub.touch_tracked(&sessions);
+                let in_touch = inner.is_leader() && inner.in_touch();
+                Box::pin(std::future::ready(encode(&PeerResponse::Touched { in_touch })))
+            }
+            PeerRequest::ReadIndex => {
+                Box::pin(async move { encode(&PeerResponse::ReadIndex(inner.read_index_here().await)) })
+            }
+        }
     }
+}
+
+fn encode(response: &PeerResponse) -> Result<Vec<u8>, String> {
+    postcard::to_stdvec(response).map_err(|e| e.to_string())
 }

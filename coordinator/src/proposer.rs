@@ -47,7 +47,7 @@ const LEADER_BATCHES_IN_FLIGHT: usize = 8;
 
 /// A write waiting for its turn.
 struct Pending {
-    kind: CommandKind,
+    kind: Arc<CommandKind>,
     /// Bytes of the request it came from, to bound batches.
     size: usize,
     done: oneshot::Sender<Proposed>,
@@ -68,7 +68,11 @@ impl Proposer {
     /// Queues `kind` behind every write submitted before it; the future yields its result
     /// once the leader applied it (not necessarily this replica: see
     /// [`ReplicaInner::propose`]).
-    pub(crate) fn submit(&self, kind: CommandKind, size: usize) -> impl Future<Output = Proposed> + Send + 'static {
+    pub(crate) fn submit(
+        &self,
+        kind: Arc<CommandKind>,
+        size: usize,
+    ) -> impl Future<Output = Proposed> + Send + 'static {
         let (done, result) = oneshot::channel();
         let queued = self.queue.send(Pending { kind, size, done }).is_ok();
         async move {
@@ -150,7 +154,7 @@ fn take_batch(first: Pending, queue: &mut mpsc::UnboundedReceiver<Pending>) -> V
 /// `only_here`: other batches are in this leader's Raft; if it no longer leads, this one fails
 /// (to be retried after them) rather than go to another leader ahead of them.
 async fn start(inner: &Arc<ReplicaInner>, batch: Vec<Pending>, only_here: bool) -> InFlight {
-    let kinds: Vec<CommandKind> = batch.iter().map(|p| p.kind.clone()).collect();
+    let kinds: Vec<Arc<CommandKind>> = batch.iter().map(|p| p.kind.clone()).collect();
     let results = inner.write_batch(kinds, only_here).await;
     Box::pin(async move { (batch, results.await) })
 }
@@ -174,7 +178,7 @@ fn settle(batch: Vec<Pending>, results: Vec<Proposed>) -> Vec<Pending> {
 async fn retry(inner: &Arc<ReplicaInner>, mut writes: Vec<Pending>) {
     let deadline = Instant::now() + RETRY_DEADLINE;
     loop {
-        let kinds: Vec<CommandKind> = writes.iter().map(|p| p.kind.clone()).collect();
+        let kinds: Vec<Arc<CommandKind>> = writes.iter().map(|p| p.kind.clone()).collect();
         let results = inner.write_batch(kinds, false).await.await;
         if Instant::now() >= deadline {
             for (pending, result) in writes.into_iter().zip(results) {
@@ -197,7 +201,7 @@ impl ReplicaInner {
     /// future yields one result per write.
     async fn write_batch(
         self: &Arc<Self>,
-        kinds: Vec<CommandKind>,
+        kinds: Vec<Arc<CommandKind>>,
         only_here: bool,
     ) -> BoxFuture<'static, Vec<Proposed>> {
         let count = kinds.len();

@@ -249,7 +249,7 @@ impl Hub {
 
 impl ApplyListener for Hub {
     fn applied(&self, _zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>) {
-        match (&command.kind, result) {
+        match (command.kind.as_ref(), result) {
             (CommandKind::CreateSession { timeout_ms, .. }, CommandResult::SessionCreated { session, .. }) => {
                 lock(&self.tracker).add(*session, Duration::from_millis(u64::from(*timeout_ms)), Instant::now());
             }
@@ -332,7 +332,7 @@ impl ReplicaInner {
     /// and waits until this replica has applied it too; `size` is the request's size, which
     /// bounds batches. Returns once queued; the future is the result.
     pub(crate) fn submit(&self, kind: CommandKind, size: usize) -> impl Future<Output = Proposed> + Send + 'static {
-        let result = self.proposer.submit(kind, size);
+        let result = self.proposer.submit(Arc::new(kind), size);
         let state = self.state.clone();
         async move {
             let (zxid, result) = result.await?;
@@ -352,7 +352,7 @@ impl ReplicaInner {
     pub(crate) async fn forward_batch(
         &self,
         leader: u64,
-        kinds: Vec<CommandKind>,
+        kinds: Vec<Arc<CommandKind>>,
     ) -> Result<Vec<Proposed>, ProposeError> {
         match self.ask(leader, &PeerRequest::ProposeBatch(kinds)).await? {
             PeerResponse::ProposedBatch(results) => Ok(results),

@@ -13,6 +13,7 @@
 //! that many writes of each session are remembered.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +29,9 @@ use crate::watch::WatchEvent;
 pub struct Command {
     /// The leader's wall clock when it proposed the command, in ms since the epoch.
     pub time: i64,
-    /// What to do.
-    pub kind: CommandKind,
+    /// What to do: shared, since the same command is kept in the log's recent entries, read
+    /// back to replicate and apply it, and held by its proposer until it is answered.
+    pub kind: Arc<CommandKind>,
 }
 
 /// The kinds of change.
@@ -53,8 +55,8 @@ pub enum CommandKind {
         session: SessionId,
         /// A random id the receiving replica drew for this request, for de-duplication.
         request: u64,
-        /// The session's auth ids, for ACL checks.
-        ids: Vec<Id>,
+        /// The session's auth ids, for ACL checks (shared by the session's writes).
+        ids: Arc<[Id]>,
         /// The operation.
         op: WriteOp,
     },
@@ -153,9 +155,49 @@ pub struct SessionInfo {
 pub struct ZnodeState {
     tree: ZnodeTree,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    /// The last [`DEDUP_WINDOW`] writes of each session, oldest first: request id and result.
-    last_writes: BTreeMap<SessionId, VecDeque<(u64, CommandResult)>>,
+    /// The last [`DEDUP_WINDOW`] writes of each session.
+    last_writes: BTreeMap<SessionId, LastWrites>,
     next_session: SessionId,
+}
+
+/// A session's last [`DEDUP_WINDOW`] writes, oldest first: request id and result. The ids are
+/// kept apart from the results because every write searches them: 2 KiB of ids rather than
+/// the whole window of results. Serialized as the sequence of `(id, result)` pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LastWrites {
+    ids: VecDeque<u64>,
+    results: VecDeque<CommandResult>,
+}
+
+impl LastWrites {
+    /// The result of the write `request`, if it is remembered.
+    fn find(&self, request: u64) -> Option<&CommandResult> {
+        self.ids.iter().rposition(|id| *id == request).and_then(|i| self.results.get(i))
+    }
+
+    /// Remembers the result of `request`, forgetting the oldest write beyond the window.
+    fn remember(&mut self, request: u64, result: CommandResult) {
+        if self.ids.len() == DEDUP_WINDOW {
+            self.ids.pop_front();
+            self.results.pop_front();
+        }
+        self.ids.push_back(request);
+        self.results.push_back(result);
+    }
+}
+
+impl Serialize for LastWrites {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.ids.iter().zip(&self.results))
+    }
+}
+
+impl<'de> Deserialize<'de> for LastWrites {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(u64, CommandResult)>::deserialize(deserializer)?;
+        let (ids, results) = pairs.into_iter().unzip();
+        Ok(LastWrites { ids, results })
+    }
 }
 
 /// How many of a session's latest writes are remembered to de-duplicate retries: at least as
@@ -163,11 +205,21 @@ pub struct ZnodeState {
 pub const DEDUP_WINDOW: usize = 256;
 
 /// The serialized form of [`ZnodeState`] besides the tree.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StateSnapshot {
     tree: Vec<u8>,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    last_writes: BTreeMap<SessionId, VecDeque<(u64, CommandResult)>>,
+    last_writes: BTreeMap<SessionId, LastWrites>,
+    next_session: SessionId,
+}
+
+/// [`StateSnapshot`] by reference, field for field: what is written, without copying the
+/// sessions and their last writes first.
+#[derive(Serialize)]
+struct StateSnapshotRef<'a> {
+    tree: Vec<u8>,
+    sessions: &'a BTreeMap<SessionId, SessionInfo>,
+    last_writes: &'a BTreeMap<SessionId, LastWrites>,
     next_session: SessionId,
 }
 
@@ -205,7 +257,7 @@ impl ZnodeState {
     /// caused.
     pub fn apply(&mut self, zxid: Zxid, command: &Command) -> (CommandResult, Vec<WatchEvent>) {
         let txn = Txn::new(zxid, command.time);
-        match &command.kind {
+        match command.kind.as_ref() {
             CommandKind::CreateSession { timeout_ms, password } => {
                 if self.next_session == 0 {
                     // ZooKeeper seeds its ids from the clock: ((now << 24) >>> 8) | serverId << 56.
@@ -234,8 +286,7 @@ impl ZnodeState {
                 (CommandResult::Expired(deleted), events)
             }
             CommandKind::Write { session, request, ids, op } => {
-                let earlier = self.last_writes.get(session).and_then(|w| w.iter().rev().find(|(id, _)| id == request));
-                if let Some((_, result)) = earlier {
+                if let Some(result) = self.last_writes.get(session).and_then(|w| w.find(*request)) {
                     return (result.clone(), Vec::new());
                 }
                 if !self.sessions.contains_key(session) {
@@ -244,11 +295,7 @@ impl ZnodeState {
                 let caller = Caller::new(*session, ids);
                 let (result, events) = self.write(txn, caller, op.clone());
                 let result = CommandResult::Write(result);
-                let remembered = self.last_writes.entry(*session).or_default();
-                if remembered.len() == DEDUP_WINDOW {
-                    remembered.pop_front();
-                }
-                remembered.push_back((*request, result.clone()));
+                self.last_writes.entry(*session).or_default().remember(*request, result.clone());
                 (result, events)
             }
         }
@@ -287,10 +334,10 @@ impl ZnodeState {
 
     /// The whole state as bytes (canonical: equal states give equal bytes).
     pub fn snapshot(&self) -> Vec<u8> {
-        let snapshot = StateSnapshot {
+        let snapshot = StateSnapshotRef {
             tree: self.tree.snapshot(),
-            sessions: self.sessions.clone(),
-            last_writes: self.last_writes.clone(),
+            sessions: &self.sessions,
+            last_writes: &self.last_writes,
             next_session: self.next_session,
         };
         postcard::to_allocvec(&snapshot).expect("serializing plain data to memory cannot fail")
@@ -315,7 +362,7 @@ mod tests {
     use crate::stat::CreateMode;
 
     fn cmd(time: i64, kind: CommandKind) -> Command {
-        Command { time, kind }
+        Command { time, kind: Arc::new(kind) }
     }
 
     fn open_session(state: &mut ZnodeState, zxid: Zxid) -> SessionId {
@@ -327,7 +374,7 @@ mod tests {
     }
 
     fn write(session: SessionId, request: u64, op: WriteOp) -> Command {
-        cmd(1_700_000_000_100, CommandKind::Write { session, request, ids: vec![], op })
+        cmd(1_700_000_000_100, CommandKind::Write { session, request, ids: Arc::new([]), op })
     }
 
     #[test]
@@ -411,6 +458,23 @@ mod tests {
         assert_eq!(restored.snapshot(), state.snapshot());
         assert_eq!(restored.apply(3, &create).0, first);
         assert!(ZnodeState::restore(b"garbage", TreeConfig::default()).is_err());
+    }
+
+    /// Snapshots written before the ids were kept apart from the results still load.
+    #[test]
+    fn last_writes_are_serialized_as_id_and_result_pairs() {
+        let pairs: VecDeque<(u64, CommandResult)> =
+            VecDeque::from([(7, CommandResult::SessionClosed), (9, CommandResult::Expired(2))]);
+        let mut writes = LastWrites::default();
+        for (id, result) in pairs.clone() {
+            writes.remember(id, result);
+        }
+        let bytes = postcard::to_allocvec(&writes).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&pairs).unwrap());
+        let back: LastWrites = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, writes);
+        assert_eq!(back.find(9), Some(&CommandResult::Expired(2)));
+        assert_eq!(back.find(8), None);
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //!
 //! What is stored where:
 //! - each entry: postcard bytes of the whole `C::Entry`, keyed by its log id;
-//! - the vote and the committed log id: raft-log records of their own, in the same WAL.
+//! - the vote and the committed log id: raft-log records of their own, in the same WAL;
+//! - the last entries appended, also as the entries themselves ([`RecentEntries`]): the leader
+//!   reads each entry back once per follower to replicate it and once more to apply it, and a
+//!   follower once to apply it, all soon after the append; served from there, none of those
+//!   reads copies or decodes bytes (an entry whose clone is cheap, such as one holding its
+//!   command behind an `Arc`, then costs nothing to read).
 //!
 //! Durability: `append` hands entries to raft-log (readable at once) and queues one flush whose
 //! callback fires [`IOFlushed`] after fsync; the flush worker coalesces the flushes of concurrent
@@ -86,7 +91,7 @@ pub struct LogStoreStats {
 pub struct LogStore<C: RaftTypeConfig> {
     // Declared before `closed`: the last handle closes the log (and releases the directory
     // lock) before it drops the sender that `close` waits on.
-    log: Arc<Mutex<RaftLog<WalTypes<C>>>>,
+    log: Arc<Mutex<Wal<C>>>,
     closed: Arc<tokio::sync::watch::Sender<()>>,
     dir: Arc<PathBuf>,
 }
@@ -155,7 +160,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
             },
         };
         Ok(Self {
-            log: Arc::new(Mutex::new(log)),
+            log: Arc::new(Mutex::new(Wal { log, recent: RecentEntries::default() })),
             closed: Arc::new(tokio::sync::watch::Sender::new(())),
             dir: Arc::new(dir.to_path_buf()),
         })
@@ -178,7 +183,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
 
     /// What the write-ahead log's flush worker has done since the store was opened.
     pub fn stats(&self) -> LogStoreStats {
-        let metrics = self.lock().stat().flush_metrics;
+        let metrics = self.lock().log.stat().flush_metrics;
         LogStoreStats {
             fsyncs: metrics.sync_batch_count,
             writes: metrics.write_request_count,
@@ -188,18 +193,39 @@ impl<C: RaftTypeConfig> LogStore<C> {
     }
 
     /// The entries the log holds in `[start, end)`: consecutive, possibly fewer at either end.
-    fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
+    /// Those among the recent entries are cloned from there; older ones are decoded from the
+    /// log's bytes (outside the lock).
+    fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>>
+    where
+        C::Entry: Clone,
+    {
         if start >= end {
             return Ok(Vec::new());
         }
-        let payloads = {
-            let log = self.lock();
-            log.read(start, end).map(|res| res.map(|(_, payload)| payload)).collect::<io::Result<Vec<_>>>()?
+        let (payloads, recent) = {
+            let wal = self.lock();
+            // The recent entries are a suffix of the log, so only what precedes them is read
+            // from raft-log.
+            let older_end = end.min(wal.recent.first().unwrap_or(u64::MAX));
+            let payloads = match start < older_end {
+                true => wal
+                    .log
+                    .read(start, older_end)
+                    .map(|res| res.map(|(_, payload)| payload))
+                    .collect::<io::Result<Vec<_>>>()?,
+                false => Vec::new(),
+            };
+            (payloads, wal.recent.range(start, end))
         };
-        payloads.iter().map(|bytes| decode_entry::<C>(bytes)).collect()
+        let mut entries = Vec::with_capacity(payloads.len() + recent.len());
+        for bytes in &payloads {
+            entries.push(decode_entry::<C>(bytes)?);
+        }
+        entries.extend(recent);
+        Ok(entries)
     }
 
-    fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes<C>>> {
+    fn lock(&self) -> MutexGuard<'_, Wal<C>> {
         // A panic while holding the lock leaves raft-log's in-memory state as valid as any
         // half-finished call does: each record is checked before it is applied.
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -208,12 +234,15 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// Queues a flush and waits until it is on disk.
     async fn flush_and_wait(&self) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.lock().flush(true, Some(Flushed::Waiter(tx)))?;
+        self.lock().log.flush(true, Some(Flushed::Waiter(tx)))?;
         rx.await.map_err(|_| io::Error::other("raft-log's flush worker stopped before the flush completed"))?
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C>
+where
+    C::Entry: Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -249,7 +278,7 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<VoteOf<C>>> {
-        Ok(self.lock().log_state().vote().map(|v| v.0.clone()))
+        Ok(self.lock().log.log_state().vote().map(|v| v.0.clone()))
     }
 }
 
@@ -271,12 +300,15 @@ fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
-impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
+impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C>
+where
+    C::Entry: Clone,
+{
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> io::Result<LogState<C>> {
-        let log = self.lock();
-        let state = log.log_state();
+        let wal = self.lock();
+        let state = wal.log.log_state();
         Ok(LogState {
             last_purged_log_id: state.purged().map(|id| id.0.clone()),
             last_log_id: state.last().map(|id| id.0.clone()),
@@ -288,7 +320,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> io::Result<()> {
-        self.lock().save_vote(StoredVote(vote.clone()))?;
+        self.lock().log.save_vote(StoredVote(vote.clone()))?;
         self.flush_and_wait().await
     }
 
@@ -296,7 +328,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let Some(committed) = committed.map(StoredLogId::<C>) else {
             return Ok(());
         };
-        let mut log = self.lock();
+        let log = &mut self.lock().log;
         let state = log.log_state();
         // raft-log keeps `committed <= last` and never lets it go back. openraft may report a
         // commit point past the local log (a snapshot's last log id, before the purge that moves
@@ -309,7 +341,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<C>>> {
-        Ok(self.lock().log_state().committed().map(|id| id.0.clone()))
+        Ok(self.lock().log.log_state().committed().map(|id| id.0.clone()))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> io::Result<()>
@@ -317,38 +349,139 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
+        let mut scratch = Vec::new();
         let records = entries
-            .into_iter()
-            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(&entry)?)))
+            .iter()
+            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(entry, &mut scratch)?)))
             .collect::<io::Result<Vec<_>>>()?;
-        let mut log = self.lock();
-        log.append(records)?;
-        log.flush(true, Some(Flushed::Log(callback)))
+        let sizes: Vec<usize> = records.iter().map(|(_, bytes)| bytes.len()).collect();
+        let mut wal = self.lock();
+        wal.log.append(records)?;
+        for (entry, size) in entries.into_iter().zip(sizes) {
+            wal.recent.push(entry, size);
+        }
+        wal.log.flush(true, Some(Flushed::Log(callback)))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> io::Result<()> {
-        let mut log = self.lock();
+        let mut wal = self.lock();
         let keep_up_to = last_log_id.map(|id| id.index);
         let next = keep_up_to.map_or(0, |i| i + 1);
-        let last = log.log_state().last().map(|id| id.0.index);
+        let last = wal.log.log_state().last().map(|id| id.0.index);
         if last.is_none_or(|last| last < next) {
             return Ok(());
         }
-        log.truncate(next)?;
+        wal.log.truncate(next)?;
+        wal.recent.truncate_from(next);
         // The next append's fsync makes the truncation durable with it: the WAL is ordered.
-        log.flush(false, None)
+        wal.log.flush(false, None)
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> io::Result<()> {
-        let mut log = self.lock();
-        log.purge(StoredLogId(log_id))?;
+        let mut wal = self.lock();
+        let upto = log_id.index;
+        wal.log.purge(StoredLogId(log_id))?;
+        wal.recent.purge_upto(upto);
         // Only a sync flush lets raft-log delete the chunk files the purge emptied.
-        log.flush(true, None)
+        wal.log.flush(true, None)
     }
 }
 
-fn encode_entry<C: RaftTypeConfig>(entry: &C::Entry) -> io::Result<Vec<u8>> {
-    postcard::to_stdvec(entry).map_err(|e| io::Error::other(format!("cannot encode log entry {entry}: {e}")))
+/// raft-log and the recent entries, under one lock so that a reader sees them agree.
+struct Wal<C: RaftTypeConfig> {
+    log: RaftLog<WalTypes<C>>,
+    recent: RecentEntries<C::Entry>,
+}
+
+/// Most entries, and most bytes (by their encoded size), kept as entries after their append:
+/// enough for what is applied and replicated soon after, small next to the tree.
+const RECENT_ENTRIES: usize = 8192;
+const RECENT_BYTES: usize = 16 << 20;
+
+/// The last entries appended to the log, in order: always a suffix of the log (appends land
+/// at its end, a truncation cuts both, a purge or eviction takes from the front).
+struct RecentEntries<E> {
+    /// The index of `entries[0]`.
+    first: u64,
+    /// Each entry with its encoded size.
+    entries: std::collections::VecDeque<(E, usize)>,
+    bytes: usize,
+}
+
+impl<E> Default for RecentEntries<E> {
+    fn default() -> Self {
+        Self { first: 0, entries: std::collections::VecDeque::new(), bytes: 0 }
+    }
+}
+
+impl<E: RaftEntry> RecentEntries<E> {
+    /// The index of the oldest entry kept, if any.
+    fn first(&self) -> Option<u64> {
+        (!self.entries.is_empty()).then_some(self.first)
+    }
+
+    /// Keeps `entry`, just appended to the log, and forgets the oldest beyond the bounds.
+    fn push(&mut self, entry: E, size: usize) {
+        let index = entry.index();
+        let next = self.first + self.entries.len() as u64;
+        if self.entries.is_empty() || index < self.first || index > next {
+            // Not adjacent to what is kept (the first append, or one after a purge of
+            // everything): start over from it.
+            self.entries.clear();
+            self.bytes = 0;
+            self.first = index;
+        } else if index < next {
+            // openraft truncates before it overwrites; this keeps the suffix true regardless.
+            self.truncate_from(index);
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > RECENT_ENTRIES || (self.bytes > RECENT_BYTES && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    /// Forgets the entries from `index` on.
+    fn truncate_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        for (_, size) in self.entries.drain(keep..) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets the entries up to and including `index`.
+    fn purge_upto(&mut self, index: u64) {
+        while !self.entries.is_empty() && self.first <= index {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+            self.first += 1;
+        }
+    }
+}
+
+impl<E: Clone> RecentEntries<E> {
+    /// Clones of the entries kept in `[start, end)`.
+    fn range(&self, start: u64, end: u64) -> Vec<E> {
+        let from = start.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        let to = end.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        self.entries.range(from..to.max(from)).map(|(entry, _)| entry.clone()).collect()
+    }
+}
+
+/// The bytes of `entry`, encoded in `scratch` (which keeps its capacity from one entry to the
+/// next) and copied out at their exact size: one allocation, where encoding into a new vector
+/// would grow it several times, and no spare capacity held in raft-log's cache.
+fn encode_entry<C: RaftTypeConfig>(entry: &C::Entry, scratch: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    scratch.clear();
+    *scratch = postcard::to_extend(entry, std::mem::take(scratch))
+        .map_err(|e| io::Error::other(format!("cannot encode log entry {entry}: {e}")))?;
+    Ok(scratch.clone())
 }
 
 fn decode_entry<C: RaftTypeConfig>(bytes: &[u8]) -> io::Result<C::Entry> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -135,6 +135,8 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
     let request =
         ConnectRequest::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
 
+    let mut request_ids =
+        requests::RequestIds::new().map_err(|e| io::Error::other(format!("no random request ids: {e}")))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_frames(writer, rx, replica.clone()));
     let Some((session, timeout)) = connect(&replica, &request, &tx, peer).await else {
@@ -143,11 +145,15 @@ async fn connection(replica: Arc<ReplicaInner>, stream: TcpStream, peer: SocketA
         return Ok(());
     };
     let (connection_id, ended) = replica.hub.register(session, tx.clone());
-    let mut ids = vec![Id::new("ip", peer.ip().to_string())];
+    // A client keeps several requests in flight: read through a buffer, they arrive in one
+    // read call rather than two (length, body) each.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    // Shared with each write's command, which carries them for the ACL checks of apply.
+    let mut ids: Arc<[Id]> = Arc::new([Id::new("ip", peer.ip().to_string())]);
     let result = tokio::select! {
         // The session moved to another connection, or closed or expired: no more requests.
         _ = ended.cancelled() => Ok(()),
-        result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids) => result,
+        result = requests_loop(&replica, &mut reader, &tx, session, timeout, &mut ids, &mut request_ids) => result,
     };
     replica.hub.unregister(session, connection_id);
     let _ = tx.send(Outgoing::Close);
@@ -219,6 +225,9 @@ async fn connect(
     Some((session, timeout))
 }
 
+/// The read buffer of a client connection: several small requests, and small enough to keep
+/// for every connection of a busy server.
+const READ_BUFFER: usize = 4096;
 /// Requests a connection may have read ahead of the one being answered.
 const READ_AHEAD: usize = 64;
 /// Replies a connection may owe at once (its writes in flight, mostly): no more than the state
@@ -229,11 +238,12 @@ const IN_FLIGHT: usize = crate::state::DEDUP_WINDOW;
 /// write waiting out a leader election must not make the client think its connection died.
 async fn requests_loop(
     replica: &Arc<ReplicaInner>,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     tx: &mpsc::UnboundedSender<Outgoing>,
     session: SessionId,
     timeout: Duration,
-    ids: &mut Vec<Id>,
+    ids: &mut Arc<[Id]>,
+    request_ids: &mut requests::RequestIds,
 ) -> io::Result<()> {
     let (queue, mut queued) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     let read = async move {
@@ -274,7 +284,7 @@ async fn requests_loop(
                 }
                 frame = queued.recv(), if pending.len() < IN_FLIGHT => {
                     let Some(frame) = frame else { break };
-                    match requests::start(replica, session, ids, &frame) {
+                    match requests::start(replica, session, ids, request_ids, &frame) {
                         requests::Step::Queued(reply) => pending.push_back(reply),
                         requests::Step::Now(request, xid) => {
                             // Answered after every earlier reply, and after the writes before

@@ -25,8 +25,12 @@ pub(super) enum Reply {
     Close(String),
 }
 
+/// Room for most replies (a header and a Stat, a path), so that encoding one does not grow
+/// its buffer step by step; larger ones (data, children) grow it.
+const REPLY_CAPACITY: usize = 128;
+
 fn reply(xid: i32, zxid: Zxid, result: Result<Response, KeeperError>) -> Reply {
-    let mut frame = Vec::new();
+    let mut frame = Vec::with_capacity(REPLY_CAPACITY);
     proto::encode_reply(&mut frame, xid, zxid, result.as_ref().map_err(|e| *e));
     Reply::Frame(frame)
 }
@@ -40,9 +44,40 @@ pub(super) enum Step {
     Now(Request, i32),
 }
 
+/// The ids a connection gives its writes, which the state de-duplicates retries by: a random
+/// start drawn when the connection opens, then one after the other. Ids must differ among
+/// the writes of a session, and nothing else (a client resuming a session numbers its xids
+/// from 1 again); the connections a session has over its life draw their starts
+/// independently, so their runs of ids meet with negligible probability — as ids drawn one
+/// by one would, without a system call per write.
+pub(super) struct RequestIds {
+    next: u64,
+}
+
+impl RequestIds {
+    /// A connection's ids, from a random start.
+    pub(super) fn new() -> Result<RequestIds, getrandom::Error> {
+        let mut start = [0u8; 8];
+        getrandom::fill(&mut start)?;
+        Ok(RequestIds { next: u64::from_le_bytes(start) })
+    }
+
+    fn take(&mut self) -> u64 {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        id
+    }
+}
+
 /// Decodes one request frame of `session`, whose auth ids are `ids`, and submits it if it is
 /// a write, so that a session's writes are in flight together, in order.
-pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id], frame: &[u8]) -> Step {
+pub(super) fn start(
+    replica: &Arc<ReplicaInner>,
+    session: SessionId,
+    ids: &Arc<[Id]>,
+    request_ids: &mut RequestIds,
+    frame: &[u8],
+) -> Step {
     let ready = |reply: Reply| Step::Queued(Box::pin(std::future::ready(reply)));
     let (header, request) = match proto::decode_request(frame) {
         Ok(decoded) => decoded,
@@ -60,13 +95,7 @@ pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id],
         Some(Ok(op)) => op,
         Some(Err(e)) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
     };
-    // A fresh id per request: the state de-duplicates retries of this very request, and
-    // nothing else (a client resuming a session numbers its xids from 1 again).
-    let mut request_id = [0u8; 8];
-    if getrandom::fill(&mut request_id).is_err() {
-        return ready(reply(xid, replica.state.last_zxid(), Err(KeeperError::SystemError)));
-    }
-    let kind = CommandKind::Write { session, request: u64::from_le_bytes(request_id), ids: ids.to_vec(), op };
+    let kind = CommandKind::Write { session, request: request_ids.take(), ids: ids.clone(), op };
     let result = replica.submit(kind, frame.len());
     Step::Queued(Box::pin(async move {
         match result.await {
@@ -88,7 +117,7 @@ pub(super) fn start(replica: &Arc<ReplicaInner>, session: SessionId, ids: &[Id],
 pub(super) async fn handle(
     replica: &Arc<ReplicaInner>,
     session: SessionId,
-    ids: &mut Vec<Id>,
+    ids: &mut Arc<[Id]>,
     request: Request,
     xid: i32,
 ) -> Reply {
@@ -123,7 +152,7 @@ pub(super) async fn handle(
                     Ok(user_password) if user_password.contains(':') => {
                         let id = digest_id(user_password);
                         if !ids.contains(&id) {
-                            ids.push(id);
+                            *ids = ids.iter().cloned().chain([id]).collect();
                         }
                         proto::encode_reply(&mut frame, xid, 0, Ok(&Response::Empty));
                         return Reply::Frame(frame);
