@@ -13,6 +13,7 @@
 //! [`kafka()`] reads a Kafka topic with a bare rdkafka consumer and then with a `kafka` spout →
 //! `split` → `count` topology, acking on, and reports both rates from the same run.
 
+pub mod broker;
 pub mod failover;
 mod kafka;
 pub mod plot;

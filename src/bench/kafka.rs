@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -31,6 +30,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
 use squall_operators::{CountBoltConfig, GeneratorConfig, KafkaSpoutConfig, SentenceGenerator, SplitBoltConfig};
 use squall_runtime::{Coordination, LocalRun, RunOptions, Topology, TopologyBuilder, TopologyConfig};
+
+use super::broker::{BROKER_TIMEOUT, client_config, metadata_client};
 
 /// The fetch settings the `kafka` spout gives its consumer (`KafkaSpoutConfig`'s consumer in
 /// `operators/src/kafka/spout.rs`), which the baseline consumer uses too, so that both read the
@@ -41,8 +42,6 @@ const SPOUT_FETCH_SETTINGS: [(&str, &str); 4] = [
     ("queued.max.messages.kbytes", "16384"),
     ("fetch.queue.backoff.ms", "10"),
 ];
-/// The longest a metadata, watermark or topic-creation request may take.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a consumer (the baseline or Squall's spout) may go without progress before the
 /// bench gives up on it.
 const STALL: Duration = Duration::from_secs(30);
@@ -250,21 +249,6 @@ fn median_by(rounds: &[KafkaRound], key: impl Fn(&KafkaRound) -> f64) -> &KafkaR
     sorted[(sorted.len() - 1) / 2]
 }
 
-/// A client configuration for `brokers`.
-fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    config
-}
-
-/// A client that only reads metadata and watermarks.
-fn metadata_client(brokers: &str) -> anyhow::Result<BaseConsumer> {
-    client_config(brokers)
-        .set("group.id", "squall-bench-kafka-metadata")
-        .create()
-        .context("cannot create a Kafka client")
-}
-
 /// The partition count of `topic` in the metadata, once every partition has a leader; `None`
 /// while the topic is unknown or some partition has none.
 fn ready_partitions(client: &BaseConsumer, topic: &str) -> Option<usize> {
@@ -276,7 +260,9 @@ fn ready_partitions(client: &BaseConsumer, topic: &str) -> Option<usize> {
 }
 
 /// Creates `topic` with `partitions` partitions and waits until the metadata shows each with a
-/// leader. A topic that exists already is an error: its earlier messages would be counted.
+/// leader. A topic that exists already is an error: its earlier messages would be counted
+/// (which is why this is not [`super::broker::create_topic`], which leaves that to its callers' fresh
+/// names and runs on an async runtime).
 fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(brokers).create().context("cannot create a Kafka admin client")?;

@@ -219,10 +219,10 @@ pub(crate) fn run(registry: &Registry, command: BenchCommand) -> anyhow::Result<
 }
 
 fn run_failover(registry: &Registry, args: FailoverArgs) -> anyhow::Result<()> {
+    use crate::bench::broker::{BrokerSource, find_tansu};
     use crate::bench::failover::baseline::{
         Baseline, BaselineOptions, BaselineResult, GroupConfig, kafka_group_baseline,
     };
-    use crate::bench::failover::broker::{BrokerSource, find_tansu};
     use crate::bench::failover::{FailoverOptions, Source, failover};
     let kafka_source = args.source == "kafka";
     anyhow::ensure!(

@@ -68,8 +68,8 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 use serde::Serialize;
 
-use super::broker::{BrokerSource, SteadyProducer, Tansu, client_config, create_topic, delete_topic, tail};
-use super::{Quantiles, millis, opt_millis, unix_nanos};
+use super::{Quantiles, headline_and_parts, millis, opt_millis, unix_nanos};
+use crate::bench::broker::{BrokerSource, SteadyProducer, Tansu, client_config, create_topic, delete_topic, tail};
 
 /// The subcommand of this binary that runs one group member ([`group_member`]).
 pub const MEMBER_COMMAND: [&str; 2] = ["bench", "kafka-group-member"];
@@ -218,14 +218,8 @@ impl BaselineResult {
     /// The JSON object `--json` lists under `"baseline"`: the recovery percentiles at the top,
     /// as in Squall's, then the other measures, every trial and every failure.
     pub fn to_json(&self) -> serde_json::Value {
-        let measures = self.measures();
-        let recovery = measures[0].1;
+        let (recovery, parts) = headline_and_parts(self.measures());
         let field = |f: fn(&Quantiles) -> f64| recovery.map(|q| f(&q));
-        let parts: serde_json::Map<String, serde_json::Value> = measures
-            .into_iter()
-            .skip(1)
-            .map(|(name, q)| (name.replace(' ', "_"), serde_json::to_value(q).expect("plain data")))
-            .collect();
         serde_json::json!({
             "config": self.config.name(),
             "client_default_session_timeout": self.config.session_timeout.is_none(),

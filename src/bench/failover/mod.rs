@@ -27,7 +27,6 @@
 //! the broker acknowledged that never reached the sink.
 
 pub mod baseline;
-pub mod broker;
 mod cluster;
 pub mod kinds;
 
@@ -45,6 +44,7 @@ use squall_runtime::cluster::{paths, topologies};
 use squall_runtime::scheduler::Assignment;
 use zookeeper_client as zk;
 
+use crate::bench::broker;
 use cluster::BenchCluster;
 pub use kinds::{register as register_kinds, unix_nanos};
 
@@ -222,6 +222,18 @@ impl Quantiles {
     }
 }
 
+/// Of `measures` (headline first): the headline's percentiles, which a JSON report puts at its
+/// top, and the others by JSON key (`unaffected gap` → `unaffected_gap`), under its `parts`.
+fn headline_and_parts(
+    measures: Vec<(&'static str, Option<Quantiles>)>,
+) -> (Option<Quantiles>, serde_json::Map<String, serde_json::Value>) {
+    let mut measures = measures.into_iter();
+    let headline = measures.next().and_then(|(_, q)| q);
+    let parts =
+        measures.map(|(name, q)| (name.replace(' ', "_"), serde_json::to_value(q).expect("plain data"))).collect();
+    (headline, parts)
+}
+
 impl FailoverReport {
     /// The percentiles of each measure, by name, headline first.
     pub fn measures(&self) -> Vec<(&'static str, Option<Quantiles>)> {
@@ -237,14 +249,8 @@ impl FailoverReport {
 
     /// DESIGN §8's JSON object, with the parts and every trial.
     pub fn to_json(&self) -> serde_json::Value {
-        let recovery = Quantiles::of(self.trials.iter().map(|t| t.recovery));
+        let (recovery, parts) = headline_and_parts(self.measures());
         let field = |f: fn(&Quantiles) -> f64| recovery.map(|q| f(&q));
-        let parts: serde_json::Map<String, serde_json::Value> = self
-            .measures()
-            .into_iter()
-            .skip(1)
-            .map(|(name, q)| (name.replace(' ', "_"), serde_json::to_value(q).expect("plain data")))
-            .collect();
         serde_json::json!({
             "scenario": self.scenario.to_string(),
             "source": self.source,

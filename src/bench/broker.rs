@@ -1,6 +1,6 @@
-//! The Kafka side of the failover benchmark: a tansu broker started for the run, topics, and a
-//! producer writing at a steady rate. Used by the `kafka` source (a Kafka-fed topology) and by
-//! the consumer-group baseline ([`super::baseline`]).
+//! The Kafka side of the benchmarks: clients of a broker, a tansu broker started for a run,
+//! topics, and a producer writing at a steady rate. Used by `squall bench kafka` and by
+//! `squall bench failover` (its `kafka` source and its consumer-group baseline).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,10 +21,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use super::unix_nanos;
+use super::failover::unix_nanos;
 
-/// The longest a metadata request or a topic's creation may take.
-pub(super) const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a metadata, watermark or topic-creation request may take.
+pub(crate) const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at starting tansu: another process may take its port between the moment it is
 /// picked and tansu's bind.
 const TANSU_STARTS: usize = 3;
@@ -41,19 +41,19 @@ pub enum BrokerSource {
 }
 
 /// A `tansu broker` on a free loopback port with in-memory storage, SIGKILLed when dropped.
-pub(super) struct Tansu {
+pub(crate) struct Tansu {
     child: Child,
     /// Where it listens.
-    pub(super) addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// What `tansu --version` says.
-    pub(super) version: String,
+    pub(crate) version: String,
     /// Its output.
-    pub(super) log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Tansu {
     /// Starts `binary` with its log in `dir`, and waits until it answers a metadata request.
-    pub(super) async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Tansu> {
+    pub(crate) async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Tansu> {
         let version = Command::new(binary)
             .arg("--version")
             .output()
@@ -168,20 +168,20 @@ fn spawn_tansu(binary: &Path, addr: SocketAddr, log: &Path) -> anyhow::Result<Ch
 }
 
 /// A client configuration for `brokers`.
-pub(super) fn client_config(brokers: &str) -> ClientConfig {
+pub(crate) fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config
 }
 
 /// A client that only reads metadata.
-pub(super) fn metadata_client(brokers: &str) -> anyhow::Result<BaseConsumer> {
-    client_config(brokers).set("group.id", "squall-baseline-metadata").create().context("cannot create a Kafka client")
+pub(crate) fn metadata_client(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    client_config(brokers).set("group.id", "squall-bench-metadata").create().context("cannot create a Kafka client")
 }
 
 /// Creates `topic` and waits until the metadata shows its `partitions` partitions, each with a
 /// leader.
-pub(super) async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub(crate) async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(brokers).create().context("cannot create a Kafka admin client")?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
@@ -215,7 +215,7 @@ pub(super) async fn create_topic(brokers: &str, topic: &str, partitions: i32) ->
     }
 }
 
-pub(super) async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+pub(crate) async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(brokers).create().context("cannot create a Kafka admin client")?;
     let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
@@ -260,14 +260,14 @@ impl ProducerContext for Deliveries {
 
 /// A thread producing to every partition of a topic at a steady rate, round-robin; each
 /// message's value is the Unix time in nanoseconds it was sent at, in decimal.
-pub(super) struct SteadyProducer {
+pub(crate) struct SteadyProducer {
     stop: Arc<AtomicBool>,
     producer: Arc<BaseProducer<Deliveries>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl SteadyProducer {
-    pub(super) fn start(brokers: &str, topic: &str, partitions: i32, rate: f64) -> anyhow::Result<SteadyProducer> {
+    pub(crate) fn start(brokers: &str, topic: &str, partitions: i32, rate: f64) -> anyhow::Result<SteadyProducer> {
         let producer: BaseProducer<Deliveries> = client_config(brokers)
             // Few, larger batches: tansu's fetch cost grows with the batches in a partition.
             .set("linger.ms", "10")
@@ -284,7 +284,7 @@ impl SteadyProducer {
     }
 
     /// Sent and failed so far, for a failure report.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let tally = self.producer.context().0.lock().unwrap_or_else(|e| e.into_inner());
         match &tally.first_failure {
             None => format!("the producer had {} messages delivered, none failed", tally.delivered),
@@ -298,7 +298,7 @@ impl SteadyProducer {
     }
 
     /// Stops the thread; how many of its messages the broker acknowledged.
-    pub(super) fn stop(mut self) -> anyhow::Result<u64> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result?,
@@ -350,7 +350,7 @@ fn produce_steadily(
 }
 
 /// The last [`LOG_TAIL`] lines of the file at `path`.
-pub(super) fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
@@ -358,20 +358,20 @@ pub(super) fn tail(path: &Path) -> String {
 
 /// The Kafka source's side of a failover run: its broker (started for the run, or given), a
 /// topic of its own and a producer writing to it at a steady rate.
-pub(super) struct KafkaFeed {
+pub(crate) struct KafkaFeed {
     /// Stopped when the feed is dropped.
     tansu: Option<Tansu>,
     /// The bootstrap brokers.
-    pub(super) brokers: String,
+    pub(crate) brokers: String,
     /// The topic the producer writes to.
-    pub(super) topic: String,
+    pub(crate) topic: String,
     producer: Option<SteadyProducer>,
 }
 
 impl KafkaFeed {
     /// Starts the broker if it is to be started (its log in `dir`), creates the topic with
     /// `partitions` partitions and starts producing `rate` messages per second over them.
-    pub(super) async fn start(source: &BrokerSource, dir: &Path, partitions: i32, rate: f64) -> anyhow::Result<Self> {
+    pub(crate) async fn start(source: &BrokerSource, dir: &Path, partitions: i32, rate: f64) -> anyhow::Result<Self> {
         let (tansu, brokers) = match source {
             BrokerSource::Given(brokers) => (None, brokers.clone()),
             BrokerSource::Tansu(binary) => {
@@ -387,13 +387,13 @@ impl KafkaFeed {
     }
 
     /// Stops producing; how many messages the broker acknowledged over the run.
-    pub(super) fn stop_producing(&mut self) -> anyhow::Result<u64> {
+    pub(crate) fn stop_producing(&mut self) -> anyhow::Result<u64> {
         let producer = self.producer.take().context("the feed's producer was stopped already")?;
         producer.stop()
     }
 
     /// The broker's last log lines, when the run started it.
-    pub(super) fn broker_log(&self) -> Option<String> {
+    pub(crate) fn broker_log(&self) -> Option<String> {
         self.tansu.as_ref().map(|t| format!("--- {} ({}) ---\n{}", t.version, t.log.display(), tail(&t.log)))
     }
 }
