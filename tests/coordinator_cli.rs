@@ -661,15 +661,16 @@ fn four_letter_words_answer_like_zookeeper_3_8() {
 }
 
 /// A data directory of node 1 with a `snapshot.bin` and a Raft log of more than 5000 entries,
-/// its node stopped with SIGTERM. openraft's default policy snapshots the state once 5000
-/// entries follow the last snapshot; many sessions writing at once share fsyncs and get there
-/// in a couple of seconds.
+/// its node stopped with SIGTERM. With `--snapshot-every 5000` the node snapshots its state once
+/// 5000 entries follow the last snapshot; many sessions writing at once share fsyncs and get
+/// there in a couple of seconds.
 fn data_dir_with_snapshot(logs: &Path) -> tempfile::TempDir {
     const CLIENTS: usize = 48;
     const WRITES: usize = 5100 / CLIENTS + 1;
     let data = tempfile::tempdir().unwrap();
-    let node = Node::start(1, data.path(), free_addr(), logs);
-    let addr = node.addr;
+    let addr = free_addr();
+    let mut node = Node::spawn(1, data.path(), addr, logs, &["--snapshot-every".into(), "5000".into()]);
+    node.wait_serving();
     zk_ok(addr, &["create", "/counter", "0"]);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {

@@ -233,7 +233,7 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     ensemble.stop(behind).await;
     let writer = client(&ensemble.addr(leader).to_string()).await;
     writer.create("/bulk", b"", &persistent()).await.unwrap();
-    // More than a snapshot's 5000 entries plus the 1000 kept behind it.
+    // More than a snapshot's `SNAPSHOT_EVERY` (5000) entries plus the 1000 kept behind it.
     let names: Vec<String> = (0..7000).map(|i| format!("/bulk/n{i}")).collect();
     for chunk in names.chunks(200) {
         let creates: Vec<_> = chunk.iter().map(|name| writer.create(name, b"v", &persistent())).collect();

@@ -39,6 +39,10 @@ pub(crate) struct NodeArgs {
     /// `user:password` of a super user that passes every ACL check.
     #[arg(long, env = "SQUALL_SUPER_USER", hide_env_values = true)]
     super_user: Option<String>,
+    /// Writes a snapshot of the state after this many log entries (ZooKeeper's snapCount), or
+    /// after half as many as the tree has znodes if that is more; the log before it is purged.
+    #[arg(long, default_value_t = squall_coordinator::replica::DEFAULT_SNAPSHOT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
     /// Joins the cluster with this many worker slots: the node registers under /squall/nodes
     /// (with the component kinds this binary knows) and stands for master. Without it the
     /// node only serves the coordinator.
@@ -94,6 +98,7 @@ pub(crate) fn run(registry: &Registry, args: NodeArgs) -> anyhow::Result<()> {
                     peers,
                     tick: args.tick,
                     super_user: args.super_user.clone(),
+                    snapshot_every: args.snapshot_every,
                 };
                 let replica = Replica::start(config).await?;
                 eprintln!(

@@ -49,6 +49,8 @@ impl Ensemble {
                 peers: peers.clone(),
                 tick,
                 super_user: None,
+                // Small, so that tests see snapshots and purges after a few thousand writes.
+                snapshot_every: SNAPSHOT_EVERY,
             };
             configs.insert(id, config.clone());
             starts.push(tokio::spawn(Replica::start(config)));
@@ -119,6 +121,9 @@ pub async fn client_with_timeout(addrs: &str, session_timeout: Duration) -> zk::
 pub fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
+
+/// Entries between snapshots in the test ensembles (a node's default is 100,000).
+pub const SNAPSHOT_EVERY: u64 = 5000;
 
 /// How long any single wait may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
