@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+use smol_str::SmolStr;
 
 use crate::KeeperError;
 
@@ -30,17 +31,21 @@ pub mod perms {
 }
 
 /// An identity: a scheme (`world`, `digest`, `ip`, `auth`, `super`) and an id in that scheme.
+///
+/// Both parts are [`SmolStr`]s: up to 23 bytes (every scheme, `anyone`, an address) they are
+/// held inline, so the ACLs and caller ids every write carries through the Raft log decode
+/// without an allocation each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Id {
     /// The scheme, e.g. `digest`.
-    pub scheme: String,
+    pub scheme: SmolStr,
     /// The id, e.g. `alice:HASH` for `digest`, `10.0.0.0/8` for `ip`, `anyone` for `world`.
-    pub id: String,
+    pub id: SmolStr,
 }
 
 impl Id {
     /// An id from its two parts.
-    pub fn new(scheme: impl Into<String>, id: impl Into<String>) -> Id {
+    pub fn new(scheme: impl Into<SmolStr>, id: impl Into<SmolStr>) -> Id {
         Id { scheme: scheme.into(), id: id.into() }
     }
 

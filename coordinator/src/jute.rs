@@ -284,6 +284,20 @@ impl Record for String {
     }
 }
 
+/// A `ustring` held inline when short (ACL schemes and ids).
+impl Record for smol_str::SmolStr {
+    const MIN_LEN: usize = 4;
+    fn read(reader: &mut Reader<'_>) -> Result<Self, JuteError> {
+        match reader.read_ustring()? {
+            Some(s) => Ok(smol_str::SmolStr::new(s)),
+            None => Err(JuteError::new(JuteErrorKind::UnexpectedNull)),
+        }
+    }
+    fn write<W: JuteWrite + ?Sized>(&self, out: &mut W) {
+        out.write_ustring(self);
+    }
+}
+
 /// A `ustring` that may be null (written back as null).
 impl Record for Option<String> {
     const MIN_LEN: usize = 4;

@@ -20,7 +20,7 @@ use crate::state::CommandKind;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum PeerRequest {
     /// Propose these commands, in this order, and return their results.
-    ProposeBatch(Vec<Arc<CommandKind>>),
+    ProposeBatch(#[serde(deserialize_with = "crate::state::arc_each")] Vec<Arc<CommandKind>>),
     /// These sessions were active on the sender: move their deadlines.
     Touch(Vec<SessionId>),
     /// The leader's commit index, confirmed by a quorum (ReadIndex): what `sync` waits for.

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::acl::{Acl, Id};
 use crate::error::KeeperError;
@@ -31,7 +31,44 @@ pub struct Command {
     pub time: i64,
     /// What to do: shared, since the same command is kept in the log's recent entries, read
     /// back to replicate and apply it, and held by its proposer until it is answered.
+    #[serde(deserialize_with = "arc_new")]
     pub kind: Arc<CommandKind>,
+}
+
+/// Deserializes an `Arc<T>` with one allocation: serde's own impl boxes the value, then copies
+/// it into a new `Arc`.
+fn arc_new<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Arc<T>, D::Error> {
+    T::deserialize(d).map(Arc::new)
+}
+
+/// Deserializes a sequence into `Arc`s, one allocation each (see [`arc_new`]).
+pub(crate) fn arc_each<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<Arc<T>>, D::Error> {
+    Vec::<T>::deserialize(d).map(|items| items.into_iter().map(Arc::new).collect())
+}
+
+/// How many distinct caller id lists [`shared_ids`] keeps per thread.
+const RECENT_IDS: usize = 8;
+
+thread_local! {
+    /// The caller ids this thread decoded last, and where the next new one goes.
+    static DECODED_IDS: std::cell::RefCell<([Option<Arc<[Id]>>; RECENT_IDS], usize)> =
+        const { std::cell::RefCell::new(([const { None }; RECENT_IDS], 0)) };
+}
+
+/// Deserializes a write's caller ids, shared with an equal list decoded lately on this thread:
+/// every write of a session carries the same ids (and every session from one host too), so a
+/// follower decoding a batch of entries allocates them once rather than once per write.
+fn shared_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[Id]>, D::Error> {
+    let ids = Vec::<Id>::deserialize(d)?;
+    Ok(DECODED_IDS.with_borrow_mut(|(recent, next)| {
+        if let Some(known) = recent.iter().flatten().find(|known| known[..] == ids[..]) {
+            return known.clone();
+        }
+        let shared: Arc<[Id]> = ids.into();
+        recent[*next] = Some(shared.clone());
+        *next = (*next + 1) % RECENT_IDS;
+        shared
+    }))
 }
 
 /// The kinds of change.
@@ -56,6 +93,7 @@ pub enum CommandKind {
         /// A random id the receiving replica drew for this request, for de-duplication.
         request: u64,
         /// The session's auth ids, for ACL checks (shared by the session's writes).
+        #[serde(deserialize_with = "shared_ids")]
         ids: Arc<[Id]>,
         /// The operation.
         op: WriteOp,
@@ -293,7 +331,7 @@ impl ZnodeState {
                     return (CommandResult::Write(Err(WriteError::Keeper(KeeperError::SessionExpired))), Vec::new());
                 }
                 let caller = Caller::new(*session, ids);
-                let (result, events) = self.write(txn, caller, op.clone());
+                let (result, events) = self.write(txn, caller, op);
                 let result = CommandResult::Write(result);
                 self.last_writes.entry(*session).or_default().remember(*request, result.clone());
                 (result, events)
@@ -305,7 +343,7 @@ impl ZnodeState {
         &mut self,
         txn: Txn,
         caller: Caller<'_>,
-        op: WriteOp,
+        op: &WriteOp,
     ) -> (Result<WriteResult, WriteError>, Vec<WatchEvent>) {
         let keeper = |e: KeeperError| (Err(WriteError::Keeper(e)), Vec::new());
         match op {
@@ -313,15 +351,15 @@ impl ZnodeState {
                 Ok(a) => (Ok(WriteResult::Created(a.value)), a.events),
                 Err(e) => keeper(e),
             },
-            WriteOp::Delete { path, version } => match self.tree.delete(txn, caller, &path, version) {
+            WriteOp::Delete { path, version } => match self.tree.delete(txn, caller, path, *version) {
                 Ok(a) => (Ok(WriteResult::Deleted), a.events),
                 Err(e) => keeper(e),
             },
-            WriteOp::SetData { path, data, version } => match self.tree.set_data(txn, caller, &path, data, version) {
+            WriteOp::SetData { path, data, version } => match self.tree.set_data(txn, caller, path, data, *version) {
                 Ok(a) => (Ok(WriteResult::Stat(a.value)), a.events),
                 Err(e) => keeper(e),
             },
-            WriteOp::SetAcl { path, acl, version } => match self.tree.set_acl(caller, &path, &acl, version) {
+            WriteOp::SetAcl { path, acl, version } => match self.tree.set_acl(caller, path, acl, *version) {
                 Ok(stat) => (Ok(WriteResult::Stat(stat)), Vec::new()),
                 Err(e) => keeper(e),
             },

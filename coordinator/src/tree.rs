@@ -94,6 +94,12 @@ pub struct CreateRequest {
     pub ttl: Option<i64>,
 }
 
+impl AsRef<CreateRequest> for CreateRequest {
+    fn as_ref(&self) -> &CreateRequest {
+        self
+    }
+}
+
 impl CreateRequest {
     /// A persistent create with an open ACL.
     pub fn new(path: impl Into<String>, data: Vec<u8>) -> CreateRequest {
@@ -558,10 +564,10 @@ impl ZnodeTree {
         &mut self,
         txn: Txn,
         caller: Caller<'_>,
-        req: CreateRequest,
+        req: impl AsRef<CreateRequest>,
     ) -> Result<Applied<Created>, KeeperError> {
         let mut events = Vec::new();
-        let value = self.create_op(txn, caller, req, &mut events)?;
+        let value = self.create_op(txn, caller, req.as_ref(), &mut events)?;
         Ok(Applied { value, events })
     }
 
@@ -589,11 +595,11 @@ impl ZnodeTree {
         txn: Txn,
         caller: Caller<'_>,
         path: &str,
-        data: Vec<u8>,
+        data: impl AsRef<[u8]>,
         version: i32,
     ) -> Result<Applied<Stat>, KeeperError> {
         let mut events = Vec::new();
-        let value = self.set_data_op(txn, caller, path, data, version, &mut events)?;
+        let value = self.set_data_op(txn, caller, path, data.as_ref(), version, &mut events)?;
         Ok(Applied { value, events })
     }
 
@@ -627,13 +633,19 @@ impl ZnodeTree {
     /// one result per op and the events of all ops in order. On failure the tree is as it was,
     /// and the results follow ZooKeeper: `RolledBack` (code 0) for the ops before the failing
     /// one, its error, `RuntimeInconsistency` (−2) after it.
-    pub fn multi(&mut self, txn: Txn, caller: Caller<'_>, ops: Vec<Op>) -> Result<Applied<Vec<OpResult>>, MultiFailed> {
+    pub fn multi(
+        &mut self,
+        txn: Txn,
+        caller: Caller<'_>,
+        ops: impl AsRef<[Op]>,
+    ) -> Result<Applied<Vec<OpResult>>, MultiFailed> {
+        let ops = ops.as_ref();
         let count = ops.len();
         let mut events = Vec::new();
         let mut results = Vec::with_capacity(count);
         self.undo = Some(Vec::new());
         let mut failure = None;
-        for (index, op) in ops.into_iter().enumerate() {
+        for (index, op) in ops.iter().enumerate() {
             match self.apply_op(txn, caller, op, &mut events) {
                 Ok(result) => results.push(result),
                 Err(error) => {
@@ -692,7 +704,7 @@ impl ZnodeTree {
         let id = self.lookup(path::CONFIG).ok_or(KeeperError::NoNode)?;
         let version = next_version(self.node(id).version, -1)?;
         let mut events = Vec::new();
-        let stat = self.write_data(txn, id, path::CONFIG, data, version, &mut events);
+        let stat = self.write_data(txn, id, path::CONFIG, &data, version, &mut events);
         Ok(Applied { value: stat, events })
     }
 
@@ -702,18 +714,18 @@ impl ZnodeTree {
         &mut self,
         txn: Txn,
         caller: Caller<'_>,
-        op: Op,
+        op: &Op,
         events: &mut Vec<WatchEvent>,
     ) -> Result<OpResult, KeeperError> {
         match op {
             Op::Create(req) => self.create_op(txn, caller, req, events).map(OpResult::Create),
             Op::Delete { path, version } => {
-                self.delete_op(txn, caller, &path, version, events).map(|()| OpResult::Delete)
+                self.delete_op(txn, caller, path, *version, events).map(|()| OpResult::Delete)
             }
             Op::SetData { path, data, version } => {
-                self.set_data_op(txn, caller, &path, data, version, events).map(OpResult::SetData)
+                self.set_data_op(txn, caller, path, data, *version, events).map(OpResult::SetData)
             }
-            Op::Check { path, version } => self.check(caller, &path, version).map(|()| OpResult::Check),
+            Op::Check { path, version } => self.check(caller, path, *version).map(|()| OpResult::Check),
         }
     }
 
@@ -721,7 +733,7 @@ impl ZnodeTree {
         &mut self,
         txn: Txn,
         caller: Caller<'_>,
-        req: CreateRequest,
+        req: &CreateRequest,
         events: &mut Vec<WatchEvent>,
     ) -> Result<Created, KeeperError> {
         if req.data.len() > MAX_DATA_LEN {
@@ -753,7 +765,7 @@ impl ZnodeTree {
 
         self.touch_parent(parent, txn.zxid, true);
         let mut node = Node::new(&name, parent, self.acls.intern(&acl));
-        node.data = req.data.into_boxed_slice();
+        node.data = req.data.as_slice().into();
         (node.czxid, node.mzxid, node.pzxid) = (txn.zxid, txn.zxid, txn.zxid);
         (node.ctime, node.mtime) = (txn.time, txn.time);
         node.owner = owner;
@@ -793,7 +805,7 @@ impl ZnodeTree {
         txn: Txn,
         caller: Caller<'_>,
         path: &str,
-        data: Vec<u8>,
+        data: &[u8],
         version: i32,
         events: &mut Vec<WatchEvent>,
     ) -> Result<Stat, KeeperError> {
@@ -812,12 +824,12 @@ impl ZnodeTree {
         txn: Txn,
         id: NodeId,
         path: &str,
-        data: Vec<u8>,
+        data: &[u8],
         version: i32,
         events: &mut Vec<WatchEvent>,
     ) -> Stat {
         let node = self.node_mut(id);
-        let old_data = std::mem::replace(&mut node.data, data.into_boxed_slice());
+        let old_data = std::mem::replace(&mut node.data, data.into());
         let undo = Undo::Data { id, data: old_data, version: node.version, mzxid: node.mzxid, mtime: node.mtime };
         (node.version, node.mzxid, node.mtime) = (version, txn.zxid, txn.time);
         let stat = node.stat();

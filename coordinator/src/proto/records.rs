@@ -79,8 +79,8 @@ impl Record for Id {
     const MIN_LEN: usize = 8;
 
     fn read(reader: &mut Reader<'_>) -> Result<Self, JuteError> {
-        let scheme = reader.read::<String>().map_err(|e| e.within("Id.scheme"))?;
-        let id = reader.read::<String>().map_err(|e| e.within("Id.id"))?;
+        let scheme = reader.read::<smol_str::SmolStr>().map_err(|e| e.within("Id.scheme"))?;
+        let id = reader.read::<smol_str::SmolStr>().map_err(|e| e.within("Id.id"))?;
         Ok(Id { scheme, id })
     }
 

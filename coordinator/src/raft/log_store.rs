@@ -350,11 +350,12 @@ where
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
-        let mut scratch = Vec::new();
-        let records = entries
-            .iter()
-            .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(entry, &mut scratch)?)))
-            .collect::<io::Result<Vec<_>>>()?;
+        let records = ENCODE_SCRATCH.with_borrow_mut(|scratch| {
+            entries
+                .iter()
+                .map(|entry| Ok((StoredLogId(entry.log_id()), encode_entry::<C>(entry, scratch)?)))
+                .collect::<io::Result<Vec<_>>>()
+        })?;
         let sizes: Vec<usize> = records.iter().map(|(_, bytes)| bytes.len()).collect();
         let mut wal = self.lock();
         wal.log.append(records)?;
@@ -472,6 +473,11 @@ impl<E: Clone> RecentEntries<E> {
         let to = end.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
         self.entries.range(from..to.max(from)).map(|(entry, _)| entry.clone()).collect()
     }
+}
+
+thread_local! {
+    /// Where this thread encodes entries before copying them out (see [`encode_entry`]).
+    static ENCODE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The bytes of `entry`, encoded in `scratch` (which keeps its capacity from one entry to the

@@ -351,7 +351,7 @@ fn read(replica: &ReplicaInner, session: SessionId, ids: &[Id], request: Request
                 client_info: ids
                     .iter()
                     .map(|id| ClientInfo {
-                        auth_scheme: id.scheme.clone(),
+                        auth_scheme: id.scheme.to_string(),
                         user: id.id.split(':').next().unwrap_or_default().to_string(),
                     })
                     .collect(),
