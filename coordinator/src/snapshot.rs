@@ -257,7 +257,7 @@ mod tests {
             CreateRequest::new("/s", b"x".to_vec()).acl(crate::Acl::creator_all()),
         )
         .unwrap();
-        tree.set_data(Txn::new(7, 16), me, "/a", b"two".to_vec(), 0).unwrap();
+        tree.set_data(Txn::new(7, 16), me, "/a", b"two", 0).unwrap();
         tree
     }
 

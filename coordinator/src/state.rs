@@ -49,10 +49,11 @@ pub(crate) fn arc_each<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> 
 /// How many distinct caller id lists [`shared_ids`] keeps per thread.
 const RECENT_IDS: usize = 8;
 
+/// Caller id lists decoded lately, and where the next new one goes.
+type RecentIds = ([Option<Arc<[Id]>>; RECENT_IDS], usize);
+
 thread_local! {
-    /// The caller ids this thread decoded last, and where the next new one goes.
-    static DECODED_IDS: std::cell::RefCell<([Option<Arc<[Id]>>; RECENT_IDS], usize)> =
-        const { std::cell::RefCell::new(([const { None }; RECENT_IDS], 0)) };
+    static DECODED_IDS: std::cell::RefCell<RecentIds> = const { std::cell::RefCell::new(([const { None }; RECENT_IDS], 0)) };
 }
 
 /// Deserializes a write's caller ids, shared with an equal list decoded lately on this thread:

@@ -307,7 +307,7 @@ fn ttl_nodes_expire_after_ttl_without_changes() {
     assert_eq!(tree.expired_nodes(1_101), vec!["/t"]);
     assert_eq!(tree.delete_expired(Txn::new(2, 1_100), "/t").unwrap_err(), KeeperError::BadVersion);
     // setData moves mtime; a child holds it too.
-    tree.set_data(Txn::new(3, 1_050), anyone(), "/t", b"x".to_vec(), -1).unwrap();
+    tree.set_data(Txn::new(3, 1_050), anyone(), "/t", b"x", -1).unwrap();
     assert!(tree.expired_nodes(1_101).is_empty());
     tree.create(Txn::new(4, 1_060), anyone(), CreateRequest::new("/t/kid", vec![])).unwrap();
     assert!(tree.expired_nodes(10_000).is_empty());
@@ -406,19 +406,19 @@ fn reserved_zookeeper_subtree() {
 fn set_data_is_versioned() {
     let mut tree = ZnodeTree::default();
     create(&mut tree, 1, "/a");
-    let applied = tree.set_data(Txn::new(2, 5_000), anyone(), "/a", b"v1".to_vec(), 0).unwrap();
+    let applied = tree.set_data(Txn::new(2, 5_000), anyone(), "/a", b"v1", 0).unwrap();
     assert_eq!(applied.events, vec![ev(NodeDataChanged, "/a", 2)]);
     let s = applied.value;
     assert_eq!((s.version, s.mzxid, s.mtime, s.czxid, s.data_length, s.pzxid), (1, 2, 5_000, 1, 2, 1));
-    assert_eq!(tree.set_data(txn(3), anyone(), "/a", b"v2".to_vec(), 0).unwrap_err(), KeeperError::BadVersion);
-    assert_eq!(tree.set_data(txn(3), anyone(), "/a", b"v2".to_vec(), 1).unwrap().value.version, 2);
-    assert_eq!(tree.set_data(txn(4), anyone(), "/a", b"v3".to_vec(), -1).unwrap().value.version, 3);
+    assert_eq!(tree.set_data(txn(3), anyone(), "/a", b"v2", 0).unwrap_err(), KeeperError::BadVersion);
+    assert_eq!(tree.set_data(txn(3), anyone(), "/a", b"v2", 1).unwrap().value.version, 2);
+    assert_eq!(tree.set_data(txn(4), anyone(), "/a", b"v3", -1).unwrap().value.version, 3);
     assert_eq!(tree.get_data(anyone(), "/a").unwrap().0, b"v3");
     assert_eq!(tree.set_data(txn(5), anyone(), "/b", vec![], -1).unwrap_err(), KeeperError::NoNode);
     assert_eq!(tree.set_data(txn(5), anyone(), "/a/", vec![], -1).unwrap_err(), KeeperError::BadArguments);
     assert_eq!(tree.set_data(txn(5), anyone(), "a", vec![], -1).unwrap_err(), KeeperError::BadArguments);
     // Data of the root can be set too.
-    assert_eq!(tree.set_data(txn(6), anyone(), "/", b"r".to_vec(), -1).unwrap().value.version, 1);
+    assert_eq!(tree.set_data(txn(6), anyone(), "/", b"r", -1).unwrap().value.version, 1);
 }
 
 #[test]
@@ -549,7 +549,7 @@ fn super_user_passes_every_check() {
     tree.set_data(txn(2), root, "/locked", vec![], -1).unwrap();
     tree.create(txn(3), root, CreateRequest::new("/locked/kid", vec![])).unwrap();
     tree.delete(txn(4), root, "/locked/kid", -1).unwrap();
-    tree.set_data(txn(5), root, "/zookeeper/config", b"cfg".to_vec(), -1).unwrap();
+    tree.set_data(txn(5), root, "/zookeeper/config", b"cfg", -1).unwrap();
     tree.set_acl(root, "/locked", &Acl::open_unsafe(), -1).unwrap();
     // A wrong password is just another digest id.
     let wrong = [acl::digest_id("super:nope")];
@@ -657,7 +657,7 @@ fn failed_multi_rolls_back_byte_for_byte() {
     let mut tree = ZnodeTree::default();
     create(&mut tree, 1, "/a");
     create(&mut tree, 2, "/a/x");
-    tree.set_data(txn(3), anyone(), "/a/x", b"keep".to_vec(), -1).unwrap();
+    tree.set_data(txn(3), anyone(), "/a/x", b"keep", -1).unwrap();
     create_mode(&mut tree, 4, anyone(), "/a/eph", CreateMode::Ephemeral);
     create_mode(&mut tree, 5, anyone(), "/box", CreateMode::Container);
     create(&mut tree, 6, "/box/in");
