@@ -7,9 +7,11 @@
 //!
 //! - on the leader, appends each batch with one `client_write_many` (queued to Raft before the
 //!   next batch, so log order is submission order) and lets several batches be in flight;
-//! - on a follower, forwards each batch to the leader in one message, one batch at a time (a
-//!   batch lost with its connection must not be overtaken by the next one); the leader submits
-//!   the batch to its own proposer as it reads the message, so the batch keeps its order there.
+//! - on a follower, forwards each batch to the leader in one message and lets several batches
+//!   be on their way to that leader. They are numbered on a stream the leader checks, so that a
+//!   batch lost with its connection is not overtaken by the next one on a new connection (see
+//!   `PeerRequest::ProposeBatch`); the leader submits each batch to its own proposer as it reads
+//!   the message, so the batch keeps its order there.
 //!
 //! A write that fails because leadership moved (or the leader could not be reached) is retried,
 //! but only once every batch in flight has settled, and then in submission order with nothing
@@ -44,6 +46,45 @@ const BATCH_WRITES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
 /// Most batches the leader has in Raft at once.
 const LEADER_BATCHES_IN_FLIGHT: usize = 8;
+/// Most batches a follower has forwarded to the leader and not had answered. One at a time, a
+/// follower's clients waited for the whole round trip of the batch before theirs (commit,
+/// apply, answer) before theirs was even sent: with 64 sessions of 8 writes in flight spread
+/// over three replicas, the writes of the two followers' sessions went in lockstep rounds.
+const FOLLOWER_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Where the batches in flight went.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    /// Into this replica's Raft, as leader in this term.
+    Led(u64),
+    /// To this leader, on the proposer's forwarding stream.
+    Forwarded(u64),
+    /// Nowhere: the batch failed before it left (no leader, say).
+    Nowhere,
+}
+
+/// A follower's numbered stream of batches to one leader (see `PeerRequest::ProposeBatch`).
+#[derive(Clone, Copy, Debug)]
+struct ForwardStream {
+    leader: u64,
+    id: u64,
+    /// The number of the next batch.
+    next: u64,
+}
+
+impl ForwardStream {
+    fn new(leader: u64) -> ForwardStream {
+        let mut id = [0u8; 8];
+        // A stream id only has to differ from this leader's other streams: a clock will do when
+        // the system has no randomness to give.
+        if getrandom::fill(&mut id).is_err() {
+            id = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+                as u64)
+                .to_le_bytes();
+        }
+        ForwardStream { leader, id: u64::from_le_bytes(id), next: 0 }
+    }
+}
 
 /// A write waiting for its turn.
 struct Pending {
@@ -94,16 +135,18 @@ type InFlight = BoxFuture<'static, (Vec<Pending>, Vec<Proposed>)>;
 pub(crate) async fn run(inner: Arc<ReplicaInner>, queue: ProposerQueue) {
     let mut queue = queue.0;
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-    // The term in which this replica led when it started the batches in flight, if it did.
-    let mut led_in: Option<u64> = None;
+    // Where the batches in flight went, all of them.
+    let mut route = Route::Nowhere;
+    let mut stream: Option<ForwardStream> = None;
     loop {
-        // A follower forwards one batch at a time. The leader keeps several in Raft, all of
-        // one term: a batch that fails there fails with every later one (a log's entries of a
-        // term commit as a prefix), so none overtakes it.
-        let leading_in = inner.is_leader().then(|| inner.raft.metrics().borrow_watched().current_term);
-        let limit = match (in_flight.is_empty(), leading_in) {
+        // The leader keeps several batches in Raft, all of one term: a batch that fails there
+        // fails with every later one (a log's entries of a term commit as a prefix), so none
+        // overtakes it. A follower keeps several on their way to one leader, on one stream.
+        // Anything else waits until the batches in flight have settled.
+        let limit = match (in_flight.is_empty(), route) {
             (true, _) => 1,
-            (false, Some(term)) if led_in == Some(term) => LEADER_BATCHES_IN_FLIGHT,
+            (false, Route::Led(term)) if inner.leads_in() == Some(term) => LEADER_BATCHES_IN_FLIGHT,
+            (false, Route::Forwarded(leader)) if inner.known_leader() == Some(leader) => FOLLOWER_BATCHES_IN_FLIGHT,
             (false, _) => 0,
         };
         tokio::select! {
@@ -114,7 +157,8 @@ pub(crate) async fn run(inner: Arc<ReplicaInner>, queue: ProposerQueue) {
                     continue;
                 }
                 // Everything submitted after the failed writes settles first; what failed
-                // there too joins them, still in submission order.
+                // there too joins them, still in submission order. The stream starts afresh.
+                stream = None;
                 while let Some((batch, results)) = in_flight.next().await {
                     failed.extend(settle(batch, results));
                 }
@@ -123,9 +167,10 @@ pub(crate) async fn run(inner: Arc<ReplicaInner>, queue: ProposerQueue) {
             first = queue.recv(), if in_flight.len() < limit => {
                 let Some(first) = first else { break };
                 let batch = take_batch(first, &mut queue);
-                led_in = leading_in;
-                let only_here = !in_flight.is_empty();
-                in_flight.push_back(start(&inner, batch, only_here).await);
+                let only = (!in_flight.is_empty()).then_some(route);
+                let (started, went) = start(&inner, batch, only, &mut stream).await;
+                route = went;
+                in_flight.push_back(started);
             }
         }
     }
@@ -150,13 +195,19 @@ fn take_batch(first: Pending, queue: &mut mpsc::UnboundedReceiver<Pending>) -> V
     batch
 }
 
-/// Starts writing `batch`: on the leader it is in Raft's queue, in order, when this returns.
-/// `only_here`: other batches are in this leader's Raft; if it no longer leads, this one fails
-/// (to be retried after them) rather than go to another leader ahead of them.
-async fn start(inner: &Arc<ReplicaInner>, batch: Vec<Pending>, only_here: bool) -> InFlight {
+/// Starts writing `batch`: on the leader it is in Raft's queue, in order, when this returns; on
+/// a follower, queued to the leader on `stream`. `only`: the route the batches in flight took,
+/// if any; this one must take the same (the same term's Raft, or the same leader's stream) or
+/// fail, to be retried after them, rather than overtake them.
+async fn start(
+    inner: &Arc<ReplicaInner>,
+    batch: Vec<Pending>,
+    only: Option<Route>,
+    stream: &mut Option<ForwardStream>,
+) -> (InFlight, Route) {
     let kinds: Vec<Arc<CommandKind>> = batch.iter().map(|p| p.kind.clone()).collect();
-    let results = inner.write_batch(kinds, only_here).await;
-    Box::pin(async move { (batch, results.await) })
+    let (results, route) = inner.write_batch(kinds, only, stream).await;
+    (Box::pin(async move { (batch, results.await) }), route)
 }
 
 /// Answers the writes that succeeded or failed for good; returns those to retry, in order.
@@ -179,7 +230,8 @@ async fn retry(inner: &Arc<ReplicaInner>, mut writes: Vec<Pending>) {
     let deadline = Instant::now() + RETRY_DEADLINE;
     loop {
         let kinds: Vec<Arc<CommandKind>> = writes.iter().map(|p| p.kind.clone()).collect();
-        let results = inner.write_batch(kinds, false).await.await;
+        // Each attempt on a stream of its own: whatever it follows has settled.
+        let results = inner.write_batch(kinds, None, &mut None).await.0.await;
         if Instant::now() >= deadline {
             for (pending, result) in writes.into_iter().zip(results) {
                 let _ = pending.done.send(result);
@@ -196,47 +248,90 @@ async fn retry(inner: &Arc<ReplicaInner>, mut writes: Vec<Pending>) {
 }
 
 impl ReplicaInner {
+    /// The term in which this replica leads, if it does.
+    fn leads_in(&self) -> Option<u64> {
+        self.is_leader().then(|| self.raft.metrics().borrow_watched().current_term)
+    }
+
+    /// The leader this replica knows of now, without waiting for one.
+    fn known_leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
     /// Starts one attempt at `kinds`, in order: appended to Raft here when this replica leads
-    /// (queued before this returns), else, unless `only_here`, forwarded to the leader. The
-    /// future yields one result per write.
+    /// (queued before this returns), else forwarded to the leader on `stream` (queued on the
+    /// connection before this returns; a new stream if `stream` goes to another leader). With
+    /// `only`, the attempt fails unless it takes that route. The future yields one result per
+    /// write; the route is the one it took.
     async fn write_batch(
         self: &Arc<Self>,
         kinds: Vec<Arc<CommandKind>>,
-        only_here: bool,
-    ) -> BoxFuture<'static, Vec<Proposed>> {
+        only: Option<Route>,
+        stream: &mut Option<ForwardStream>,
+    ) -> (BoxFuture<'static, Vec<Proposed>>, Route) {
         let count = kinds.len();
         let all = move |error: ProposeError| vec![Err(error); count];
-        match self.leader().await {
-            Some(leader) if only_here && leader != self.config.id => {
-                Box::pin(std::future::ready(all(ProposeError::NotLeader { leader: Some(leader) })))
+        let failed = |error: ProposeError| -> (BoxFuture<'static, Vec<Proposed>>, Route) {
+            (Box::pin(std::future::ready(all(error))), Route::Nowhere)
+        };
+        let leader = self.leader().await;
+        let term = self.leads_in();
+        match (leader, only) {
+            (None, _) => failed(ProposeError::NotLeader { leader: None }),
+            (Some(leader), Some(Route::Led(_))) if leader != self.config.id => {
+                failed(ProposeError::NotLeader { leader: Some(leader) })
             }
-            Some(leader) if leader == self.config.id => {
+            (Some(leader), Some(Route::Led(led))) if term != Some(led) => {
+                failed(ProposeError::NotLeader { leader: Some(leader) })
+            }
+            (Some(leader), Some(Route::Forwarded(to))) if leader != to => {
+                failed(ProposeError::NotLeader { leader: Some(leader) })
+            }
+            (Some(_), Some(Route::Nowhere)) => failed(ProposeError::NotLeader { leader: None }),
+            (Some(leader), _) if leader == self.config.id => {
                 let time = crate::replica::now_ms();
                 let commands = kinds.into_iter().map(|kind| Command { time, kind });
                 match self.raft.client_write_many(commands).await {
-                    Ok(results) => Box::pin(async move {
-                        let mut results: Vec<Proposed> = results.map(from_raft).collect().await;
-                        // A stream cut short (Raft stopping) leaves the rest unanswered.
-                        results.resize(count, Err(ProposeError::Raft("raft stopped".into())));
-                        results
-                    }),
-                    Err(fatal) => Box::pin(std::future::ready(all(ProposeError::Raft(fatal.to_string())))),
+                    Ok(results) => {
+                        let results = Box::pin(async move {
+                            let mut results: Vec<Proposed> = results.map(from_raft).collect().await;
+                            // A stream cut short (Raft stopping) leaves the rest unanswered.
+                            results.resize(count, Err(ProposeError::Raft("raft stopped".into())));
+                            results
+                        });
+                        (results, term.map_or(Route::Nowhere, Route::Led))
+                    }
+                    Err(fatal) => failed(ProposeError::Raft(fatal.to_string())),
                 }
             }
-            Some(leader) => {
-                let inner = self.clone();
-                Box::pin(async move {
-                    match inner.forward_batch(leader, kinds).await {
-                        Ok(results) if results.len() == count => results,
-                        Ok(results) => all(ProposeError::Unreachable(format!(
-                            "the leader answered {} of {count} writes",
-                            results.len()
-                        ))),
-                        Err(e) => all(e),
+            (Some(leader), _) => {
+                let to = match *stream {
+                    Some(to) if to.leader == leader => to,
+                    _ => ForwardStream::new(leader),
+                };
+                *stream = Some(ForwardStream { next: to.next + 1, ..to });
+                match self.forward_batch(leader, to.id, to.next, kinds).await {
+                    Ok(answer) => {
+                        let results = Box::pin(async move {
+                            match answer.await {
+                                Ok(results) if results.len() == count => results,
+                                Ok(results) => all(ProposeError::Unreachable(format!(
+                                    "the leader answered {} of {count} writes",
+                                    results.len()
+                                ))),
+                                Err(e) => all(e),
+                            }
+                        });
+                        (results, Route::Forwarded(leader))
                     }
-                })
+                    Err(e) => {
+                        // The stream has a gap now: later batches go on a new one, once this
+                        // one's failure has settled (nothing is sent before, see `run`).
+                        *stream = None;
+                        failed(e)
+                    }
+                }
             }
-            None => Box::pin(std::future::ready(all(ProposeError::NotLeader { leader: None }))),
         }
     }
 }

@@ -356,15 +356,29 @@ impl ReplicaInner {
     }
 
     /// Asks the leader `leader` to propose `kinds`, in order.
+    /// Sends batch `seq` of the forwarding stream `stream` to `leader` (see
+    /// [`PeerRequest::ProposeBatch`]); returns once it is queued on the connection, so batches
+    /// sent one after the other leave in that order. The future yields the leader's results.
     pub(crate) async fn forward_batch(
         &self,
         leader: u64,
+        stream: u64,
+        seq: u64,
         kinds: Vec<Arc<CommandKind>>,
-    ) -> Result<Vec<Proposed>, ProposeError> {
-        match self.ask(leader, &PeerRequest::ProposeBatch(kinds)).await? {
-            PeerResponse::ProposedBatch(results) => Ok(results),
-            other => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
-        }
+    ) -> Result<impl Future<Output = Result<Vec<Proposed>, ProposeError>> + Send + use<>, ProposeError> {
+        let addr = self.peer_addr(leader).ok_or(ProposeError::NotLeader { leader: Some(leader) })?;
+        let request = PeerRequest::ProposeBatch { stream, seq, kinds };
+        let bytes = postcard::to_stdvec(&request).map_err(|e| ProposeError::Unreachable(e.to_string()))?;
+        let answer =
+            self.network.app_send(leader, &addr, bytes, FORWARD_TIMEOUT).await.map_err(ProposeError::Unreachable)?;
+        Ok(async move {
+            let answer = answer.await.map_err(ProposeError::Unreachable)?;
+            match postcard::from_bytes(&answer) {
+                Ok(PeerResponse::ProposedBatch(results)) => Ok(results),
+                Ok(other) => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
+                Err(e) => Err(ProposeError::Unreachable(format!("bad answer: {e}"))),
+            }
+        })
     }
 
     /// The zxid this replica must reach to reflect every write acknowledged before now:
@@ -546,7 +560,7 @@ impl Replica {
         });
         let raft_server = match raft_listener {
             Some(listener) => {
-                let handler: Arc<dyn crate::raft::AppHandler> = Arc::new(PeerHandler(inner.clone()));
+                let handler: Arc<dyn crate::raft::AppHandler> = Arc::new(PeerHandler::new(inner.clone()));
                 let server = RaftRpcServer::start_with_app(
                     listener,
                     inner.raft.clone(),

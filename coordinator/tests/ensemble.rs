@@ -223,6 +223,37 @@ async fn a_sessions_pipelined_writes_apply_in_send_order_through_any_replica() {
     ensemble.shutdown().await;
 }
 
+/// Guarantee: a session's writes through a follower are applied in the order it sent them,
+/// however many it has in flight: followers forward several batches at once to the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sessions_pipelined_writes_through_a_follower_apply_in_order() {
+    const SESSIONS: usize = 6;
+    const WRITES: usize = 300;
+    let ensemble = Ensemble::start().await;
+    let leader = ensemble.leader();
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let mut writers = Vec::new();
+    for s in 0..SESSIONS {
+        let writer = client(&ensemble.addr(followers[s % 2]).to_string()).await;
+        writer.create(&format!("/ordered-{s}"), b"", &persistent()).await.unwrap();
+        writers.push(writer);
+    }
+    let sessions = writers.iter().enumerate().map(|(s, writer)| async move {
+        let path = format!("/ordered-{s}");
+        let writes = (0..WRITES).map(|i| writer.set_data(&path, i.to_string().into_bytes().leak(), None));
+        futures::future::join_all(writes).await
+    });
+    for (s, results) in futures::future::join_all(sessions).await.into_iter().enumerate() {
+        let versions: Vec<i32> = results.into_iter().map(|r| r.unwrap().version).collect();
+        assert_eq!(versions, (1..=WRITES as i32).collect::<Vec<_>>(), "session {s}'s writes were reordered");
+        let (data, stat) = writers[s].get_data(&format!("/ordered-{s}")).await.unwrap();
+        assert_eq!((data, stat.version), ((WRITES - 1).to_string().into_bytes(), WRITES as i32));
+    }
+    for replica in ensemble.replicas.into_values() {
+        replica.shutdown().await;
+    }
+}
+
 /// Guarantee: a replica that was down while the others wrote a snapshot and purged the log
 /// behind it catches up from the snapshot (read back from the leader's disk) and the log after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -125,6 +125,32 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
         }
     }
 
+    /// Like [`TcpNetwork::app_call`], in two steps: returns once the request is queued on the
+    /// connection, in the order of the calls to this function (awaited one after the other),
+    /// and the future it gives waits for the answer. Requests sent this way reach the peer in
+    /// the order they were queued, as long as they go on the same connection: a peer that
+    /// relies on their order must check it (a connection may drop and be replaced between
+    /// two of them).
+    pub async fn app_send(
+        &self,
+        target: C::NodeId,
+        addr: &str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<Vec<u8>, String>> + Send + use<C>, String> {
+        let client = self.client(target, addr, Lane::App);
+        let conn = client.link.connection().await.map_err(|e| e.to_string())?;
+        let reply =
+            conn.send(Request::App(request), RPCTypes::AppendEntries, timeout).await.map_err(|e| e.to_string())?;
+        Ok(async move {
+            match reply.await {
+                Ok(Reply::App(bytes)) => Ok(bytes),
+                Ok(other) => Err(format!("peer answered an application request with {}", other.kind())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
     fn client(&self, target: C::NodeId, addr: &str, lane: Lane) -> PeerClient<C> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let key = (target.clone(), lane);
@@ -438,6 +464,20 @@ impl<C: RaftTypeConfig> Connection<C> {
 
     /// Sends one request and waits up to `ttl` for its reply.
     async fn call(&self, request: Request<C>, action: RPCTypes, ttl: Duration) -> Result<Reply<C>, RPCError<C>> {
+        let reply = match tokio::time::timeout(ttl, self.send(request, action, ttl)).await {
+            Ok(reply) => reply?,
+            Err(_) => return Err(self.timeout(action, ttl)),
+        };
+        reply.await
+    }
+
+    /// Queues one request; the future waits for its reply until `ttl` after it was queued.
+    async fn send(
+        &self,
+        request: Request<C>,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> Result<impl Future<Output = Result<Reply<C>, RPCError<C>>> + Send + use<C>, RPCError<C>> {
         let id = self.shared.next_id();
         let frame =
             wire::encode(&ClientFrame::Call { id, request }).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -445,27 +485,31 @@ impl<C: RaftTypeConfig> Connection<C> {
         if !self.shared.register_call(id, tx) {
             return Err(self.broken());
         }
-        let exchange = async {
-            self.outbox.send(frame).await.map_err(|_| self.broken())?;
-            rx.await.map_err(|_| self.broken())
-        };
-        match tokio::time::timeout(ttl, exchange).await {
-            Err(_) => {
-                self.shared.forget_call(id);
-                Err(RPCError::Timeout(Timeout {
-                    action,
-                    id: self.local_id.clone(),
-                    target: self.target.clone(),
-                    timeout: ttl,
-                }))
-            }
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(remote))) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                "node {} cannot serve {action}: {remote}",
-                self.target
-            )))),
+        let deadline = Instant::now() + ttl;
+        if self.outbox.send(frame).await.is_err() {
+            self.shared.forget_call(id);
+            return Err(self.broken());
         }
+        let shared = self.shared.clone();
+        let (broken, timeout) = (self.broken(), self.timeout(action, ttl));
+        let target = self.target.clone();
+        Ok(async move {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => {
+                    shared.forget_call(id);
+                    Err(timeout)
+                }
+                Ok(Err(_)) => Err(broken),
+                Ok(Ok(Ok(reply))) => Ok(reply),
+                Ok(Ok(Err(remote))) => Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "node {target} cannot serve {action}: {remote}"
+                )))),
+            }
+        })
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> RPCError<C> {
+        RPCError::Timeout(Timeout { action, id: self.local_id.clone(), target: self.target.clone(), timeout: ttl })
     }
 }
 
