@@ -12,9 +12,9 @@
 //!
 //! Durability: `append` hands entries to raft-log (readable at once) and queues one flush whose
 //! callback fires [`IOFlushed`] after fsync; the flush worker coalesces the flushes of concurrent
-//! appends into one fsync. `save_vote` waits for its own fsync. `save_committed` queues a sync
-//! flush without waiting: it is durable at the next fsync, which a restarted node needs only to
-//! replay its state machine up to where it was.
+//! appends into one fsync. `save_vote` waits for its own fsync. `save_committed` only queues its
+//! record: the next append writes it and its fsync makes it durable, which a restarted node
+//! needs only to replay its state machine up to where it was.
 
 use std::fmt;
 use std::fmt::Debug;
@@ -336,8 +336,12 @@ where
         if Some(&committed) <= state.committed() || Some(&committed) > state.last() {
             return Ok(());
         }
+        // Queued in raft-log, written and made durable with the next append's flush: a
+        // restarted node that lost it only replays less of its log into the state machine. A
+        // flush of its own here cost a wake-up of the flush worker per commit point, and (as a
+        // sync flush) an fsync whenever it did not share one with an append.
         log.commit(committed)?;
-        log.flush(true, None)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<C>>> {
