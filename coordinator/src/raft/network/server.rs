@@ -306,16 +306,21 @@ where
     fn spawn_call(&self, id: u64, request: Request<C>, outbox: mpsc::Sender<Bytes>) {
         let raft = self.raft.clone();
         let leader_loss = self.leader_loss.clone();
-        let app_call = match &request {
-            Request::App(bytes) => self.app.as_ref().map(|app| app.call(bytes.clone())),
-            _ => None,
-        };
+        if let Request::App(bytes) = request {
+            // Started now, with the request's bytes (a forwarded batch: not copied).
+            let call = self.app.as_ref().map(|app| app.call(bytes));
+            self.spawn(async move {
+                let reply = match call {
+                    Some(call) => call.await.map(Reply::<C>::App),
+                    None => Err("this replica takes no application requests".to_string()),
+                };
+                send_frame(&outbox, &ServerFrame::Reply { id, reply }).await;
+            });
+            return;
+        }
         self.spawn(async move {
             let reply = match request {
-                Request::App(_) => match app_call {
-                    Some(call) => call.await.map(Reply::App),
-                    None => Err("this replica takes no application requests".to_string()),
-                },
+                Request::App(_) => Err("an application request is started apart".to_string()),
                 Request::Vote(req) => match &leader_loss {
                     Some(leader_loss) => leader_loss.vote(req).await,
                     None => raft.vote(req).await,
