@@ -19,7 +19,7 @@
 
 set -euo pipefail
 
-MIX=set
+MIX='set'
 OPS=100000
 CLIENTS=64
 IN_FLIGHT="8 32"

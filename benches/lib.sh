@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers of the coordinator benchmarks (benches/vs-zookeeper.sh,
 # benches/coordinator-costs.sh): sourced, not run. They expect PIDS (an array of the processes to
 # stop) and say() from the script.
@@ -26,6 +27,7 @@ EOF
 
 # The answer to a four-letter word on 127.0.0.1:PORT (empty if nothing answers).
 four_letter() {
+  # shellcheck disable=SC2016 # $0 and $1 are the inner shell's
   timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && printf %s "$1" >&3 && cat <&3' "$1" "$2" 2>/dev/null || true
 }
 

@@ -283,6 +283,7 @@ echo "$CLIENTS sessions x $IN_FLIGHT in flight, $VALUE_SIZE B values, $ZNODES zn
   "the measured runs took ${WORKLOAD_S}s"
 echo "fsync floor: $FSYNC"
 echo
+# shellcheck disable=SC2086 # one argument per workload
 python3 - "$WORK/results" "$ROUNDS" $WORKLOADS <<'EOF'
 import json, os, sys
 results, rounds, workloads = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
