@@ -8,8 +8,8 @@
 #   1. measures this disk's fsync latency, the physical floor of a synchronous write;
 #   2. runs each workload (`squall bench coordinator --mix ...`) once against each ensemble as a
 #      warm-up (the JVM compiles ZooKeeper's hot paths in its first seconds), then against
-#      Squall and ZooKeeper in alternation, and prints one table: ops/s of each, the ratio
-#      Squall/ZooKeeper, p99 of each;
+#      Squall and ZooKeeper in alternation, each measured run once both ensembles are idle,
+#      and prints one table: ops/s of each, the ratio Squall/ZooKeeper, p99 of each;
 #   3. loads MEMORY_ZNODES znodes of VALUE_SIZE bytes into each ensemble and prints the resident
 #      memory of its three server processes (sum of VmRSS), before and after, and ZooKeeper's
 #      live heap after a full GC.
@@ -188,13 +188,41 @@ EOF
 
 # --- The workloads, in alternation ----------------------------------------------------------
 
-# Runs one workload against one ensemble (round 0: the warm-up); a run with failed requests
-# still leaves its JSON.
+# CPU time (user + system) of every server process of both ensembles, in clock ticks.
+servers_ticks() {
+  local pid total=0
+  for pid in "${ZK_PIDS[@]}" "${SQ_PIDS[@]}"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+QUIET_WAITS=0
+
+# Waits until both ensembles are idle: their servers used under a tenth of a core over the last
+# half second. The ensemble measured last keeps working after its run (a JVM collects garbage and
+# compiles, a replica applies and snapshots), and the next run, against the other, would pay for
+# it. Gives up after 20 s and says so.
+wait_quiet() {
+  local deadline=$((SECONDS + 20)) before after
+  while ((SECONDS < deadline)); do
+    before=$(servers_ticks)
+    sleep 0.5
+    after=$(servers_ticks)
+    if (((after - before) * 10 < HZ / 2)); then return; fi
+  done
+  QUIET_WAITS=$((QUIET_WAITS + 1))
+  say "  the servers were still busy after 20 s; measuring anyway"
+}
+
+# Runs one workload against one ensemble (round 0: the warm-up), once both ensembles are idle; a
+# run with failed requests still leaves its JSON.
 bench() {
   local system=$1 target=$2 mix=$3 round=$4 ops=$OPS log
   log=$WORK/logs/bench-$system-$mix-$round.log
   [[ $mix == get || $mix == mixed ]] && ops=$READ_OPS
   ((round > 0)) || ops=$WARMUP_OPS
+  ((round == 0)) || wait_quiet
   say "round $round: $mix x $ops against $system"
   if "$SQUALL" bench coordinator --target "$target" --clients "$CLIENTS" --in-flight "$IN_FLIGHT" --ops "$ops" \
     --mix "$mix" --value-size "$VALUE_SIZE" --znodes "$ZNODES" --json "$WORK/results/$system-$mix-$round.json" \
@@ -280,7 +308,7 @@ echo "squall $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --q
   "$SQUALL_NODE_FLAGS; ZooKeeper -Xmx$ZK_HEAP $JVMFLAGS"
 echo "$CLIENTS sessions x $IN_FLIGHT in flight, $VALUE_SIZE B values, $ZNODES znodes;" \
   "$OPS requests per write run, $READ_OPS per get/mixed run (after a warm-up of $WARMUP_OPS);" \
-  "the measured runs took ${WORKLOAD_S}s"
+  "the measured runs took ${WORKLOAD_S}s$( ((QUIET_WAITS == 0)) || echo "; $QUIET_WAITS started with the servers still busy")"
 echo "fsync floor: $FSYNC"
 echo
 # shellcheck disable=SC2086 # one argument per workload
