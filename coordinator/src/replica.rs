@@ -259,6 +259,10 @@ impl Hub {
 }
 
 impl ApplyListener for Hub {
+    fn wants_events(&self) -> bool {
+        !self.watches().is_empty()
+    }
+
     fn applied(&self, _zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>) {
         match (command.kind.as_ref(), result) {
             (CommandKind::CreateSession { timeout_ms, .. }, CommandResult::SessionCreated { session, .. }) => {

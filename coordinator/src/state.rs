@@ -277,6 +277,12 @@ impl ZnodeState {
         }
     }
 
+    /// Whether the commands applied from now on report their watch events (see
+    /// [`ZnodeTree::report_events`]).
+    pub fn report_events(&mut self, report: bool) {
+        self.tree.report_events(report);
+    }
+
     /// The tree, for reads.
     pub fn tree(&self) -> &ZnodeTree {
         &self.tree

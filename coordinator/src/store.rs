@@ -44,6 +44,13 @@ pub trait ApplyListener: Send + Sync + 'static {
     /// write lock is held, so that no read sees the change before its events are queued; must
     /// not block and must not take the state's lock.
     fn applied(&self, zxid: Zxid, command: &Command, result: &CommandResult, events: Vec<WatchEvent>);
+
+    /// Whether `applied` needs the events at all; asked under the state's write lock before
+    /// each command is applied, so an answer of no must stay true until that command's
+    /// `applied` (a watch is set under the state's read lock, so it cannot come in between).
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// The replicated state as the rest of the replica sees it.
@@ -247,6 +254,7 @@ impl ZnodeStateMachine {
                 }
                 EntryPayload::Normal(command) => {
                     let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+                    state.report_events(self.listener.wants_events());
                     let (result, events) = state.apply(zxid, &command);
                     // Under the write lock: no read can see the change before its watch events
                     // are queued on the watchers' connections, or before `last_zxid` covers it.

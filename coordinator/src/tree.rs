@@ -382,6 +382,8 @@ pub struct ZnodeTree {
     config: TreeConfig,
     /// Set while a multi runs.
     undo: Option<Vec<Undo>>,
+    /// Whether changes report their [`WatchEvent`]s (see [`ZnodeTree::report_events`]).
+    events: bool,
 }
 
 impl Default for ZnodeTree {
@@ -417,6 +419,21 @@ impl ZnodeTree {
             ttls: BTreeSet::new(),
             config,
             undo: None,
+            events: true,
+        }
+    }
+
+    /// Whether the changes from now on report the [`WatchEvent`]s they cause (they do unless
+    /// told otherwise). A replica on which nobody watches anything turns them off: each event
+    /// copies its path, and no change of state depends on them.
+    pub fn report_events(&mut self, report: bool) {
+        self.events = report;
+    }
+
+    /// Adds an event to `events` if changes report them.
+    fn event(&self, events: &mut Vec<WatchEvent>, kind: EventType, path: &str, zxid: Zxid) {
+        if self.events {
+            events.push(WatchEvent::new(kind, path, zxid));
         }
     }
 
@@ -772,8 +789,8 @@ impl ZnodeTree {
         let id = self.attach(node);
         self.record(Undo::Created(id));
         let stat = self.node(id).stat();
-        events.push(WatchEvent::new(EventType::NodeCreated, path.as_str(), txn.zxid));
-        events.push(WatchEvent::new(EventType::NodeChildrenChanged, parent_path, txn.zxid));
+        self.event(events, EventType::NodeCreated, &path, txn.zxid);
+        self.event(events, EventType::NodeChildrenChanged, parent_path, txn.zxid);
         Ok(Created { path, stat })
     }
 
@@ -834,7 +851,7 @@ impl ZnodeTree {
         (node.version, node.mzxid, node.mtime) = (version, txn.zxid, txn.time);
         let stat = node.stat();
         self.record(undo);
-        events.push(WatchEvent::new(EventType::NodeDataChanged, path, txn.zxid));
+        self.event(events, EventType::NodeDataChanged, path, txn.zxid);
         stat
     }
 
@@ -852,8 +869,8 @@ impl ZnodeTree {
             self.record(Undo::Deleted { id, node: Box::new(node), acl });
         }
         let parent_path = split_parent(path).map_or(path::ROOT, |(p, _)| p);
-        events.push(WatchEvent::new(EventType::NodeDeleted, path, txn.zxid));
-        events.push(WatchEvent::new(EventType::NodeChildrenChanged, parent_path, txn.zxid));
+        self.event(events, EventType::NodeDeleted, path, txn.zxid);
+        self.event(events, EventType::NodeChildrenChanged, parent_path, txn.zxid);
     }
 
     /// A child is created (cversion + 1, pzxid) or deleted (pzxid only, never backwards, as in

@@ -910,3 +910,24 @@ fn same_log_same_tree() {
     };
     assert_eq!(run().snapshot(), run().snapshot());
 }
+
+#[test]
+fn changes_that_report_no_events_change_the_tree_alike() {
+    let run = |report: bool| {
+        let mut tree = ZnodeTree::default();
+        tree.report_events(report);
+        let mut events = Vec::new();
+        events.extend(tree.create(txn(2), anyone(), CreateRequest::new("/a", b"1".to_vec())).unwrap().events);
+        events.extend(tree.set_data(txn(3), anyone(), "/a", b"2", -1).unwrap().events);
+        let multi =
+            vec![Op::Create(CreateRequest::new("/a/b", vec![])), Op::Delete { path: "/a/b".into(), version: -1 }];
+        events.extend(tree.multi(txn(4), anyone(), multi).unwrap().events);
+        events.extend(tree.delete(txn(5), anyone(), "/a", -1).unwrap().events);
+        (tree.snapshot(), events)
+    };
+    let (reported, events) = run(true);
+    assert_eq!(events.len(), 9, "create 2, set 1, multi 2 + 2, delete 2: {events:?}");
+    let (silent, none) = run(false);
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(silent, reported, "reporting events must not change what a change does");
+}
