@@ -13,6 +13,12 @@
 //! component in one process share one open file and write whole lines only, so lines of
 //! different tasks never interleave. The file is created if it does not exist; with
 //! `truncate: true` it is emptied once, when the first task opens it.
+//!
+//! A process killed in the middle of a write can leave its last line cut short. Its inputs were
+//! not acked, so their tuples are replayed and written again whole; the cut line stays where it
+//! is, and a sink that opens a file ending without a newline starts on a new line, so that no
+//! whole line is ever glued to a cut one. (The cut line is not removed: another process may be
+//! appending to the same file at that moment.)
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -65,9 +71,25 @@ fn open(path: &Path, truncate: bool) -> Result<File, BoxError> {
     if truncate {
         options.write(true).truncate(true);
     } else {
-        options.append(true);
+        options.append(true).read(true);
     }
-    options.open(path).map_err(|e| format!("cannot open {} for writing: {e}", path.display()).into())
+    let mut file = options.open(path).map_err(|e| format!("cannot open {} for writing: {e}", path.display()))?;
+    if !truncate && ends_in_a_cut_line(&file).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
+        file.write_all(b"\n").map_err(|e| format!("cannot write to {}: {e}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// Whether `file` is not empty and its last byte is not a newline: a line cut short.
+fn ends_in_a_cut_line(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
 }
 
 impl BoltFactory for FileSinkConfig {
@@ -189,6 +211,15 @@ mod tests {
         std::fs::write(&path, "old line\n").unwrap();
         sink_numbers(&path, false, 1, 2);
         assert_eq!(read_lines(&path), ["old line", r#"{"n":0,"text":"row 0"}"#, r#"{"n":1,"text":"row 1"}"#]);
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_killed_writer_stays_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "whole line\n{\"n\":7,\"te").unwrap();
+        sink_numbers(&path, false, 1, 1);
+        assert_eq!(read_lines(&path), ["whole line", r#"{"n":7,"te"#, r#"{"n":0,"text":"row 0"}"#]);
     }
 
     #[test]
