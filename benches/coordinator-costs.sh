@@ -75,12 +75,6 @@ done
 wait_ready Squall "$WORK/logs/squall-" "${PIDS[*]}" "${CLIENT_PORTS[*]}"
 TARGET=$(IFS=,; echo "${CLIENT_PORTS[*]/#/127.0.0.1:}")
 
-# CPU time (user + system) of the replicas, in clock ticks.
-ticks() {
-  local pid total=0
-  for pid in "${PIDS[@]}"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
-  echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 # Whether perf may count the replicas' system calls.
@@ -113,9 +107,9 @@ for round in $(seq "$ROUNDS"); do
       PERF=$!
       sleep 0.2
     fi
-    before=$(ticks)
+    before=$(cpu_ticks "${PIDS[@]}")
     bench "$flight" "$OPS"
-    after=$(ticks)
+    after=$(cpu_ticks "${PIDS[@]}")
     calls=("" "" "")
     if ((TRACE)); then
       kill -INT "$PERF"

@@ -45,6 +45,13 @@ wait_ready() {
   say "$name: no leader after 120 s"; tail -n 30 "$log"* >&2; exit 1
 }
 
+# CPU time (user + system) of processes, in clock ticks (0 for one that is gone).
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+
 # Resident memory of processes, in MiB: the sum of their VmRSS.
 rss_mib() {
   local pid total=0

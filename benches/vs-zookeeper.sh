@@ -188,14 +188,6 @@ EOF
 
 # --- The workloads, in alternation ----------------------------------------------------------
 
-# CPU time (user + system) of every server process of both ensembles, in clock ticks.
-servers_ticks() {
-  local pid total=0
-  for pid in "${ZK_PIDS[@]}" "${SQ_PIDS[@]}"; do
-    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 QUIET_WAITS=0
 
@@ -206,9 +198,9 @@ QUIET_WAITS=0
 wait_quiet() {
   local deadline=$((SECONDS + 20)) before after
   while ((SECONDS < deadline)); do
-    before=$(servers_ticks)
+    before=$(cpu_ticks "${ZK_PIDS[@]}" "${SQ_PIDS[@]}")
     sleep 0.5
-    after=$(servers_ticks)
+    after=$(cpu_ticks "${ZK_PIDS[@]}" "${SQ_PIDS[@]}")
     if (((after - before) * 10 < HZ / 2)); then return; fi
   done
   QUIET_WAITS=$((QUIET_WAITS + 1))

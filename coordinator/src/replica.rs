@@ -359,7 +359,6 @@ impl ReplicaInner {
         self.submit(kind, 0).await
     }
 
-    /// Asks the leader `leader` to propose `kinds`, in order.
     /// Sends batch `seq` of the forwarding stream `stream` to `leader` (see
     /// [`PeerRequest::ProposeBatch`]); returns once it is queued on the connection, so batches
     /// sent one after the other leave in that order. The future yields the leader's results.
@@ -370,17 +369,11 @@ impl ReplicaInner {
         seq: u64,
         kinds: Vec<Arc<CommandKind>>,
     ) -> Result<impl Future<Output = Result<Vec<Proposed>, ProposeError>> + Send + use<>, ProposeError> {
-        let addr = self.peer_addr(leader).ok_or(ProposeError::NotLeader { leader: Some(leader) })?;
-        let request = PeerRequest::ProposeBatch { stream, seq, kinds };
-        let bytes = postcard::to_stdvec(&request).map_err(|e| ProposeError::Unreachable(e.to_string()))?;
-        let answer =
-            self.network.app_send(leader, &addr, bytes, FORWARD_TIMEOUT).await.map_err(ProposeError::Unreachable)?;
+        let answer = self.send_to(leader, &PeerRequest::ProposeBatch { stream, seq, kinds }).await?;
         Ok(async move {
-            let answer = answer.await.map_err(ProposeError::Unreachable)?;
-            match postcard::from_bytes(&answer) {
-                Ok(PeerResponse::ProposedBatch(results)) => Ok(results),
-                Ok(other) => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
-                Err(e) => Err(ProposeError::Unreachable(format!("bad answer: {e}"))),
+            match answer.await? {
+                PeerResponse::ProposedBatch(results) => Ok(results),
+                other => Err(ProposeError::Unreachable(format!("unexpected answer {other:?}"))),
             }
         })
     }
@@ -411,11 +404,23 @@ impl ReplicaInner {
 
     /// Sends `request` to replica `peer` and decodes its answer.
     async fn ask(&self, peer: u64, request: &PeerRequest) -> Result<PeerResponse, ProposeError> {
+        self.send_to(peer, request).await?.await
+    }
+
+    /// Queues `request` on the connection to replica `peer`; the future decodes its answer.
+    async fn send_to(
+        &self,
+        peer: u64,
+        request: &PeerRequest,
+    ) -> Result<impl Future<Output = Result<PeerResponse, ProposeError>> + Send + use<>, ProposeError> {
         let addr = self.peer_addr(peer).ok_or(ProposeError::NotLeader { leader: Some(peer) })?;
         let bytes = postcard::to_stdvec(request).map_err(|e| ProposeError::Unreachable(e.to_string()))?;
         let answer =
-            self.network.app_call(peer, &addr, bytes, FORWARD_TIMEOUT).await.map_err(ProposeError::Unreachable)?;
-        postcard::from_bytes(&answer).map_err(|e| ProposeError::Unreachable(format!("bad answer: {e}")))
+            self.network.app_send(peer, &addr, bytes, FORWARD_TIMEOUT).await.map_err(ProposeError::Unreachable)?;
+        Ok(async move {
+            let answer = answer.await.map_err(ProposeError::Unreachable)?;
+            postcard::from_bytes(&answer).map_err(|e| ProposeError::Unreachable(format!("bad answer: {e}")))
+        })
     }
 
     /// The Raft address of replica `id`, from the membership.

@@ -224,14 +224,19 @@ impl Spout for Sequence {
 #[serde(deny_unknown_fields)]
 struct RelayConfig {}
 
+/// A relay's output, once every input has the fields it reads.
+fn relay_streams(inputs: &[InputStream], reads: &[&str]) -> Result<Vec<StreamDecl>, BoxError> {
+    for input in inputs {
+        for field in reads {
+            input.require(field, "field")?;
+        }
+    }
+    Ok(vec![StreamDecl::default_stream(FIELDS)])
+}
+
 impl BoltFactory for RelayConfig {
     fn declare(&self, inputs: &[InputStream]) -> Result<Vec<StreamDecl>, BoxError> {
-        for input in inputs {
-            for field in FIELDS {
-                input.require(field, "field")?;
-            }
-        }
-        Ok(vec![StreamDecl::default_stream(FIELDS)])
+        relay_streams(inputs, &FIELDS)
     }
 
     fn create(&self, _ctx: &TaskContext) -> Result<Box<dyn Bolt>, BoxError> {
@@ -256,12 +261,7 @@ struct KafkaRelayConfig {}
 
 impl BoltFactory for KafkaRelayConfig {
     fn declare(&self, inputs: &[InputStream]) -> Result<Vec<StreamDecl>, BoxError> {
-        for input in inputs {
-            for field in ["partition", "offset", "value"] {
-                input.require(field, "field")?;
-            }
-        }
-        Ok(vec![StreamDecl::default_stream(FIELDS)])
+        relay_streams(inputs, &["partition", "offset", "value"])
     }
 
     fn create(&self, _ctx: &TaskContext) -> Result<Box<dyn Bolt>, BoxError> {

@@ -109,28 +109,12 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
     }
 
     /// Sends an application request to the peer `target` at `addr` (its Raft address), to be
-    /// answered by the peer's [`AppHandler`](super::AppHandler), within `timeout`.
-    pub async fn app_call(
-        &self,
-        target: C::NodeId,
-        addr: &str,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, String> {
-        let client = self.client(target, addr, Lane::App);
-        match client.call(Request::App(request), RPCTypes::AppendEntries, timeout).await {
-            Ok(Reply::App(bytes)) => Ok(bytes),
-            Ok(other) => Err(format!("peer answered an application request with {}", other.kind())),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Like [`TcpNetwork::app_call`], in two steps: returns once the request is queued on the
-    /// connection, in the order of the calls to this function (awaited one after the other),
-    /// and the future it gives waits for the answer. Requests sent this way reach the peer in
-    /// the order they were queued, as long as they go on the same connection: a peer that
-    /// relies on their order must check it (a connection may drop and be replaced between
-    /// two of them).
+    /// answered by the peer's [`AppHandler`](super::AppHandler): returns once the request is
+    /// queued on the connection, in the order of the calls to this function (awaited one after
+    /// the other), and the future it gives waits for the answer; both within `timeout`.
+    /// Requests reach the peer in the order they were queued as long as they go on the same
+    /// connection: a peer that relies on their order must check it (a connection may drop and
+    /// be replaced between two of them).
     pub async fn app_send(
         &self,
         target: C::NodeId,
@@ -464,14 +448,10 @@ impl<C: RaftTypeConfig> Connection<C> {
 
     /// Sends one request and waits up to `ttl` for its reply.
     async fn call(&self, request: Request<C>, action: RPCTypes, ttl: Duration) -> Result<Reply<C>, RPCError<C>> {
-        let reply = match tokio::time::timeout(ttl, self.send(request, action, ttl)).await {
-            Ok(reply) => reply?,
-            Err(_) => return Err(self.timeout(action, ttl)),
-        };
-        reply.await
+        self.send(request, action, ttl).await?.await
     }
 
-    /// Queues one request; the future waits for its reply until `ttl` after it was queued.
+    /// Queues one request; the future waits for its reply. Both together take at most `ttl`.
     async fn send(
         &self,
         request: Request<C>,
@@ -486,9 +466,12 @@ impl<C: RaftTypeConfig> Connection<C> {
             return Err(self.broken());
         }
         let deadline = Instant::now() + ttl;
-        if self.outbox.send(frame).await.is_err() {
-            self.shared.forget_call(id);
-            return Err(self.broken());
+        match tokio::time::timeout_at(deadline, self.outbox.send(frame)).await {
+            Ok(Ok(())) => {}
+            queued => {
+                self.shared.forget_call(id);
+                return Err(if queued.is_err() { self.timeout(action, ttl) } else { self.broken() });
+            }
         }
         let shared = self.shared.clone();
         let (broken, timeout) = (self.broken(), self.timeout(action, ttl));

@@ -155,7 +155,7 @@ impl RaftRpcServer {
     }
 
     /// [`RaftRpcServer::start`], with `app` answering the application's own requests
-    /// ([`TcpNetwork::app_call`](super::TcpNetwork::app_call)).
+    /// ([`TcpNetwork::app_send`](super::TcpNetwork::app_send)).
     pub fn start_with_app<C, SM>(
         listener: TcpListener,
         raft: Raft<C, SM>,
