@@ -6,7 +6,7 @@
 # `squall bench coordinator` against them and prints one line: ops/s, p50 and p99, the CPU the
 # three replicas spent per 100,000 requests (from /proc), and, when `perf` may trace system
 # calls here, the system calls per request of the three replicas together (all that are counted,
-# and fdatasync and futex apart). The replicas are the same processes throughout, so the lines
+# and fdatasync and futex apart, and their threads' context switches). The replicas are the same processes throughout, so the lines
 # differ only in the load.
 #
 # Usage: benches/coordinator-costs.sh [--mix set] [--ops N] [--clients C]
@@ -96,12 +96,13 @@ say "warming up (10000 requests)"
 bench 8 10000
 
 printf '%s\n' "3 Squall replicas on 127.0.0.1, $(nproc) cores; $MIX, $CLIENTS sessions, $OPS requests per run, $VALUE_SIZE B values; squall $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s\n' round in-flight ops/s "p50 ms" "p99 ms" "replica CPU s/100k ops" "syscalls per op" "fdatasync" futex
+printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s %10s\n' round in-flight ops/s "p50 ms" "p99 ms" "replica CPU s/100k ops" "syscalls per op" "fdatasync" futex switches
 for round in $(seq "$ROUNDS"); do
   for flight in $IN_FLIGHT; do
     if ((TRACE)); then
       events=()
       for call in "${SYSCALLS[@]}"; do events+=(-e "syscalls:sys_enter_$call"); done
+      events+=(-e context-switches)
       pids=$(IFS=,; echo "${PIDS[*]}")
       perf stat -x, "${events[@]}" -p "$pids" -o "$WORK/perf.csv" &
       PERF=$!
@@ -110,25 +111,29 @@ for round in $(seq "$ROUNDS"); do
     before=$(cpu_ticks "${PIDS[@]}")
     bench "$flight" "$OPS"
     after=$(cpu_ticks "${PIDS[@]}")
-    calls=("" "" "")
+    calls=("" "" "" "")
     if ((TRACE)); then
       kill -INT "$PERF"
       wait "$PERF" || true
       read -r -a calls <<<"$(python3 - "$WORK/perf.csv" "$OPS" <<'PY'
 import sys
 counts = {}
+switches = 0
 for line in open(sys.argv[1]):
     parts = line.strip().split(",")
-    if len(parts) > 2 and parts[2].startswith("syscalls:sys_enter_") and parts[0].isdigit():
-        counts[parts[2][len("syscalls:sys_enter_"):]] = int(parts[0])
+    if len(parts) > 2 and parts[0].isdigit():
+        if parts[2].startswith("syscalls:sys_enter_"):
+            counts[parts[2][len("syscalls:sys_enter_"):]] = int(parts[0])
+        elif parts[2] == "context-switches":
+            switches = int(parts[0])
 ops = int(sys.argv[2])
-print(f"{sum(counts.values()) / ops:.2f} {counts.get('fdatasync', 0) / ops:.3f} {counts.get('futex', 0) / ops:.2f}")
+print(f"{sum(counts.values()) / ops:.2f} {counts.get('fdatasync', 0) / ops:.3f} {counts.get('futex', 0) / ops:.2f} {switches / ops:.2f}")
 PY
 )"
     fi
     read -r rate p50 p99 <<<"$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print("%.0f %.1f %.1f" % (r["ops_per_sec"], r["p50_us"] / 1000, r["p99_us"] / 1000))' "$WORK/run.json")"
     cpu=$(python3 -c "print(f'{($after - $before) / $HZ * 100000 / $OPS:.2f}')")
-    printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s\n' "$round" "$flight" "$rate" "$p50" "$p99" "$cpu" "${calls[0]}" "${calls[1]}" "${calls[2]}"
+    printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s %10s\n' "$round" "$flight" "$rate" "$p50" "$p99" "$cpu" "${calls[0]}" "${calls[1]}" "${calls[2]}" "${calls[3]}"
   done
 done

@@ -6,12 +6,13 @@
 //! them out in batches and:
 //!
 //! - on the leader, appends each batch with one `client_write_many` (queued to Raft before the
-//!   next batch, so log order is submission order) and lets several batches be in flight;
+//!   next batch, so log order is submission order), one batch at a time: group commit, the
+//!   next batch is everything that arrived while the one before went through Raft;
 //! - on a follower, forwards each batch to the leader in one message and lets several batches
 //!   be on their way to that leader. They are numbered on a stream the leader checks, so that a
 //!   batch lost with its connection is not overtaken by the next one on a new connection (see
 //!   `PeerRequest::ProposeBatch`); the leader submits each batch to its own proposer as it reads
-//!   the message, so the batch keeps its order there.
+//!   the message, so the batch keeps its order there (and joins the leader's next batch).
 //!
 //! A write that fails because leadership moved (or the leader could not be reached) is retried,
 //! but only once every batch in flight has settled, and then in submission order with nothing
@@ -44,13 +45,21 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Most writes in one batch, and most bytes (by the size of the client requests).
 const BATCH_WRITES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
-/// Most batches the leader has in Raft at once.
-const LEADER_BATCHES_IN_FLIGHT: usize = 8;
+/// Most batches the leader has in Raft at once. One: a batch is everything that arrived while
+/// the one before was appended, replicated, committed and applied, so the ensemble's per-batch
+/// costs (an fsync on each replica, AppendEntries and their answers, wake-ups of every task on
+/// the way) are shared by as many writes as are waiting. With 8 batches allowed, 64 sessions of
+/// 8 writes in flight made many small batches: one at a time took 9% less CPU per write (0.034
+/// fdatasync per write instead of 0.046), with a lower p99 and no lower throughput
+/// (`benches/coordinator-costs.sh`, alternating runs; docs/benchmarks.md).
+const LEADER_BATCHES_IN_FLIGHT: usize = 1;
 /// Most batches a follower has forwarded to the leader and not had answered. One at a time, a
 /// follower's clients waited for the whole round trip of the batch before theirs (commit,
 /// apply, answer) before theirs was even sent: with 64 sessions of 8 writes in flight spread
 /// over three replicas, the writes of the two followers' sessions went in lockstep rounds.
-const FOLLOWER_BATCHES_IN_FLIGHT: usize = 4;
+/// Batching is the leader's job (see [`LEADER_BATCHES_IN_FLIGHT`]): a follower passes its
+/// writes on as they come, so that they join the leader's next batch.
+const FOLLOWER_BATCHES_IN_FLIGHT: usize = 8;
 
 /// Where the batches in flight went.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -139,9 +148,10 @@ pub(crate) async fn run(inner: Arc<ReplicaInner>, queue: ProposerQueue) {
     let mut route = Route::Nowhere;
     let mut stream: Option<ForwardStream> = None;
     loop {
-        // The leader keeps several batches in Raft, all of one term: a batch that fails there
-        // fails with every later one (a log's entries of a term commit as a prefix), so none
-        // overtakes it. A follower keeps several on their way to one leader, on one stream.
+        // The leader may keep several batches in Raft (it keeps one, see
+        // `LEADER_BATCHES_IN_FLIGHT`), all of one term: a batch that fails there fails with every
+        // later one (a log's entries of a term commit as a prefix), so none overtakes it. A
+        // follower keeps several on their way to one leader, on one stream.
         // Anything else waits until the batches in flight have settled.
         let limit = match (in_flight.is_empty(), route) {
             (true, _) => 1,
