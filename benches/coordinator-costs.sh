@@ -16,6 +16,8 @@
 #   --in-flight L    the requests in flight per session to measure, in order ("8 32")
 #   --rounds R       how many times the list is run (1)
 #   SQUALL_NODE_FLAGS  more flags for each `squall node` (none)
+#   SQUALL_BIN         a `squall` binary to measure instead of building this tree's (for A/B
+#                      runs of two builds, alternated)
 
 set -euo pipefail
 
@@ -43,11 +45,13 @@ while (($#)); do
 done
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SQUALL=$PWD/target/release/squall
+SQUALL=${SQUALL_BIN:-$PWD/target/release/squall}
 say() { printf '%s\n' "$*" >&2; }
 command -v python3 >/dev/null || { say "python3 is missing: it picks free ports"; exit 1; }
-say "building squall (release)"
-cargo build --release --locked --bin squall >&2
+if [[ -z ${SQUALL_BIN:-} ]]; then
+  say "building squall (release)"
+  cargo build --release --locked --bin squall >&2
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/squall-costs.XXXXXX")
 mkdir -p "$WORK/logs"
@@ -95,7 +99,7 @@ bench() {
 say "warming up (10000 requests)"
 bench 8 10000
 
-printf '%s\n' "3 Squall replicas on 127.0.0.1, $(nproc) cores; $MIX, $CLIENTS sessions, $OPS requests per run, $VALUE_SIZE B values; squall $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+printf '%s\n' "3 Squall replicas on 127.0.0.1, $(nproc) cores; $MIX, $CLIENTS sessions, $OPS requests per run, $VALUE_SIZE B values; squall ${SQUALL_BIN:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}"
 printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s %10s\n' round in-flight ops/s "p50 ms" "p99 ms" "replica CPU s/100k ops" "syscalls per op" "fdatasync" futex switches
 for round in $(seq "$ROUNDS"); do
   for flight in $IN_FLIGHT; do

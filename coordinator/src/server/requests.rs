@@ -90,16 +90,16 @@ pub(super) fn start(
         }
     };
     let xid = header.xid;
-    let op = match as_write(&request) {
-        None => return Step::Now(request, xid),
-        Some(Ok(op)) => op,
-        Some(Err(e)) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
+    let (op, answer) = match into_write(request) {
+        Err(request) => return Step::Now(request, xid),
+        Ok(Ok(write)) => write,
+        Ok(Err(e)) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
     };
     let kind = CommandKind::Write { session, request: request_ids.take(), ids: ids.clone(), op };
     let result = replica.submit(kind, frame.len());
     Step::Queued(Box::pin(async move {
         match result.await {
-            Ok((zxid, CommandResult::Write(result))) => reply(xid, zxid, write_response(&request, result)),
+            Ok((zxid, CommandResult::Write(result))) => reply(xid, zxid, answer.response(result)),
             Ok((zxid, other)) => {
                 tracing::error!("a write returned {other:?}");
                 reply(xid, zxid, Err(KeeperError::SystemError))
@@ -173,82 +173,107 @@ pub(super) async fn handle(
     }
 }
 
-/// The write a request asks for, if it is one (an error when it is malformed).
-fn as_write(request: &Request) -> Option<Result<WriteOp, KeeperError>> {
-    Some(match request {
-        Request::Create(r) | Request::Create2(r) => create(r, None, false).map(WriteOp::Create),
-        Request::CreateContainer(r) => create(r, None, true).map(WriteOp::Create),
+/// The write a request asks for and how to answer it, if it is one (an error when it is
+/// malformed); the request back if it is not. The request's path and data move into the write.
+fn into_write(request: Request) -> Result<Result<(WriteOp, Answer), KeeperError>, Request> {
+    Ok(match request {
+        Request::Create(r) => create(r, None, false).map(|c| (WriteOp::Create(c), Answer::Create)),
+        Request::Create2(r) => create(r, None, false).map(|c| (WriteOp::Create(c), Answer::Create2)),
+        Request::CreateContainer(r) => create(r, None, true).map(|c| (WriteOp::Create(c), Answer::Create2)),
         Request::CreateTtl(r) => {
-            let plain = WireCreate { path: r.path.clone(), data: r.data.clone(), acl: r.acl.clone(), flags: r.flags };
-            create(&plain, Some(r.ttl), false).map(WriteOp::Create)
+            let plain = WireCreate { path: r.path, data: r.data, acl: r.acl, flags: r.flags };
+            create(plain, Some(r.ttl), false).map(|c| (WriteOp::Create(c), Answer::Create2))
         }
-        Request::Delete(r) => Ok(WriteOp::Delete { path: r.path.clone(), version: r.version }),
-        Request::SetData(r) => Ok(WriteOp::SetData { path: r.path.clone(), data: r.data.clone(), version: r.version }),
-        Request::SetAcl(r) => Ok(WriteOp::SetAcl { path: r.path.clone(), acl: r.acl.clone(), version: r.version }),
-        Request::Multi(ops) => ops.iter().map(multi_op).collect::<Result<Vec<_>, _>>().map(WriteOp::Multi),
-        _ => return None,
+        Request::Delete(r) => Ok((WriteOp::Delete { path: r.path, version: r.version }, Answer::Empty)),
+        Request::SetData(r) => {
+            Ok((WriteOp::SetData { path: r.path, data: r.data, version: r.version }, Answer::Stat))
+        }
+        Request::SetAcl(r) => Ok((WriteOp::SetAcl { path: r.path, acl: r.acl, version: r.version }, Answer::Stat)),
+        Request::Multi(ops) => {
+            let plain_creates = ops.iter().map(|op| matches!(op, MultiOp::Create(_))).collect();
+            ops.into_iter()
+                .map(multi_op)
+                .collect::<Result<Vec<_>, _>>()
+                .map(|ops| (WriteOp::Multi(ops), Answer::Multi { plain_creates }))
+        }
+        request => return Err(request),
     })
 }
 
 /// A tree create from a wire create: the flags must name a mode, TTL modes need a TTL and the
 /// others must not have one, and createContainer must ask for a container.
-fn create(r: &WireCreate, ttl: Option<i64>, container: bool) -> Result<CreateRequest, KeeperError> {
+fn create(r: WireCreate, ttl: Option<i64>, container: bool) -> Result<CreateRequest, KeeperError> {
     let mode = CreateMode::from_flag(r.flags).ok_or(KeeperError::BadArguments)?;
     if container != mode.is_container() {
         return Err(KeeperError::BadArguments);
     }
-    let mut request = CreateRequest::new(r.path.clone(), r.data.clone()).acl(r.acl.clone()).mode(mode);
+    let mut request = CreateRequest::new(r.path, r.data).acl(r.acl).mode(mode);
     if let Some(ttl) = ttl {
         request = request.ttl(ttl);
     }
     Ok(request)
 }
 
-fn multi_op(op: &MultiOp) -> Result<Op, KeeperError> {
+fn multi_op(op: MultiOp) -> Result<Op, KeeperError> {
     Ok(match op {
         MultiOp::Create(r) | MultiOp::Create2(r) => Op::Create(create(r, None, false)?),
         MultiOp::CreateContainer(r) => Op::Create(create(r, None, true)?),
         MultiOp::CreateTtl(r) => {
-            let plain = WireCreate { path: r.path.clone(), data: r.data.clone(), acl: r.acl.clone(), flags: r.flags };
-            Op::Create(create(&plain, Some(r.ttl), false)?)
+            let plain = WireCreate { path: r.path, data: r.data, acl: r.acl, flags: r.flags };
+            Op::Create(create(plain, Some(r.ttl), false)?)
         }
-        MultiOp::Delete(r) => Op::Delete { path: r.path.clone(), version: r.version },
-        MultiOp::SetData(r) => Op::SetData { path: r.path.clone(), data: r.data.clone(), version: r.version },
-        MultiOp::Check(r) => Op::Check { path: r.path.clone(), version: r.version },
+        MultiOp::Delete(r) => Op::Delete { path: r.path, version: r.version },
+        MultiOp::SetData(r) => Op::SetData { path: r.path, data: r.data, version: r.version },
+        MultiOp::Check(r) => Op::Check { path: r.path, version: r.version },
     })
 }
 
-/// The reply body of a write, shaped by the request it answers.
-fn write_response(request: &Request, result: Result<WriteResult, WriteError>) -> Result<Response, KeeperError> {
-    let result = match result {
-        Ok(result) => result,
-        Err(WriteError::Keeper(e)) => return Err(e),
-        Err(WriteError::Multi(results)) => {
-            let results = results.iter().map(|r| MultiResult::Error { err: r.error_code().unwrap_or(0) }).collect();
-            return Ok(Response::Multi(results));
-        }
-    };
-    Ok(match (request, result) {
-        (Request::Create(_), WriteResult::Created(c)) => Response::Create { path: c.path },
-        (Request::Create2(_) | Request::CreateContainer(_) | Request::CreateTtl(_), WriteResult::Created(c)) => {
-            Response::Create2 { path: c.path, stat: c.stat }
-        }
-        (Request::Delete(_), WriteResult::Deleted) => Response::Empty,
-        (Request::SetData(_) | Request::SetAcl(_), WriteResult::Stat(stat)) => Response::Stat(stat),
-        (Request::Multi(ops), WriteResult::Multi(results)) => {
-            Response::Multi(ops.iter().zip(results).map(|(op, result)| multi_result(op, result)).collect())
-        }
-        (_, other) => {
-            tracing::error!("write result {other:?} does not answer request op {}", request.op());
-            return Err(KeeperError::SystemError);
-        }
-    })
+/// The shape of the reply a write request gets: which response its op code calls for.
+#[derive(Debug)]
+enum Answer {
+    /// Op 1: the path.
+    Create,
+    /// Ops 15, 19, 21: the path and the stat.
+    Create2,
+    /// Op 2.
+    Empty,
+    /// Ops 5 and 7.
+    Stat,
+    /// Op 14: for each op, whether it is a plain create (answered with the path alone).
+    Multi { plain_creates: Vec<bool> },
 }
 
-fn multi_result(op: &MultiOp, result: OpResult) -> MultiResult {
-    match (op, result) {
-        (MultiOp::Create(_), OpResult::Create(c)) => MultiResult::Create { path: c.path },
-        (_, OpResult::Create(c)) => MultiResult::Create2 { path: c.path, stat: c.stat },
+impl Answer {
+    /// The reply body of a write of this shape.
+    fn response(self, result: Result<WriteResult, WriteError>) -> Result<Response, KeeperError> {
+        let result = match result {
+            Ok(result) => result,
+            Err(WriteError::Keeper(e)) => return Err(e),
+            Err(WriteError::Multi(results)) => {
+                let results = results.iter().map(|r| MultiResult::Error { err: r.error_code().unwrap_or(0) }).collect();
+                return Ok(Response::Multi(results));
+            }
+        };
+        Ok(match (self, result) {
+            (Answer::Create, WriteResult::Created(c)) => Response::Create { path: c.path },
+            (Answer::Create2, WriteResult::Created(c)) => Response::Create2 { path: c.path, stat: c.stat },
+            (Answer::Empty, WriteResult::Deleted) => Response::Empty,
+            (Answer::Stat, WriteResult::Stat(stat)) => Response::Stat(stat),
+            (Answer::Multi { plain_creates }, WriteResult::Multi(results)) => Response::Multi(
+                plain_creates.into_iter().zip(results).map(|(plain, result)| multi_result(plain, result)).collect(),
+            ),
+            (answer, other) => {
+                tracing::error!("write result {other:?} does not answer a request answered by {answer:?}");
+                return Err(KeeperError::SystemError);
+            }
+        })
+    }
+}
+
+fn multi_result(plain_create: bool, result: OpResult) -> MultiResult {
+    match (plain_create, result) {
+        (true, OpResult::Create(c)) => MultiResult::Create { path: c.path },
+        (false, OpResult::Create(c)) => MultiResult::Create2 { path: c.path, stat: c.stat },
         (_, OpResult::Delete) => MultiResult::Delete,
         (_, OpResult::SetData(stat)) => MultiResult::SetData { stat },
         (_, OpResult::Check) => MultiResult::Check,
