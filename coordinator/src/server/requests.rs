@@ -91,9 +91,9 @@ pub(super) fn start(
     };
     let xid = header.xid;
     let (op, answer) = match into_write(request) {
-        Err(request) => return Step::Now(request, xid),
-        Ok(Ok(write)) => write,
-        Ok(Err(e)) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
+        Classified::Write(op, answer) => (op, answer),
+        Classified::Malformed(e) => return ready(reply(xid, replica.state.last_zxid(), Err(e))),
+        Classified::Other(request) => return Step::Now(request, xid),
     };
     let kind = CommandKind::Write { session, request: request_ids.take(), ids: ids.clone(), op };
     let result = replica.submit(kind, frame.len());
@@ -173,10 +173,20 @@ pub(super) async fn handle(
     }
 }
 
-/// The write a request asks for and how to answer it, if it is one (an error when it is
-/// malformed); the request back if it is not. The request's path and data move into the write.
-fn into_write(request: Request) -> Result<Result<(WriteOp, Answer), KeeperError>, Request> {
-    Ok(match request {
+/// What a request is to [`start`].
+enum Classified {
+    /// A write and the shape of its reply.
+    Write(WriteOp, Answer),
+    /// A write that cannot be made as asked.
+    Malformed(KeeperError),
+    /// Not a write.
+    Other(Request),
+}
+
+/// The write a request asks for and how to answer it, if it is one; the request's path and
+/// data move into the write.
+fn into_write(request: Request) -> Classified {
+    let write = match request {
         Request::Create(r) => create(r, None, false).map(|c| (WriteOp::Create(c), Answer::Create)),
         Request::Create2(r) => create(r, None, false).map(|c| (WriteOp::Create(c), Answer::Create2)),
         Request::CreateContainer(r) => create(r, None, true).map(|c| (WriteOp::Create(c), Answer::Create2)),
@@ -185,9 +195,7 @@ fn into_write(request: Request) -> Result<Result<(WriteOp, Answer), KeeperError>
             create(plain, Some(r.ttl), false).map(|c| (WriteOp::Create(c), Answer::Create2))
         }
         Request::Delete(r) => Ok((WriteOp::Delete { path: r.path, version: r.version }, Answer::Empty)),
-        Request::SetData(r) => {
-            Ok((WriteOp::SetData { path: r.path, data: r.data, version: r.version }, Answer::Stat))
-        }
+        Request::SetData(r) => Ok((WriteOp::SetData { path: r.path, data: r.data, version: r.version }, Answer::Stat)),
         Request::SetAcl(r) => Ok((WriteOp::SetAcl { path: r.path, acl: r.acl, version: r.version }, Answer::Stat)),
         Request::Multi(ops) => {
             let plain_creates = ops.iter().map(|op| matches!(op, MultiOp::Create(_))).collect();
@@ -196,8 +204,12 @@ fn into_write(request: Request) -> Result<Result<(WriteOp, Answer), KeeperError>
                 .collect::<Result<Vec<_>, _>>()
                 .map(|ops| (WriteOp::Multi(ops), Answer::Multi { plain_creates }))
         }
-        request => return Err(request),
-    })
+        request => return Classified::Other(request),
+    };
+    match write {
+        Ok((op, answer)) => Classified::Write(op, answer),
+        Err(e) => Classified::Malformed(e),
+    }
 }
 
 /// A tree create from a wire create: the flags must name a mode, TTL modes need a TTL and the
