@@ -526,6 +526,26 @@ fn sigterm_stops_a_node_cleanly_and_a_restart_finds_its_data() {
     assert_eq!(status.code(), Some(0), "{log}");
 }
 
+/// `--threads 1` runs the whole node on one thread, which serves writes and reads (the log's
+/// fsyncs have their own thread); `--threads 0` is refused by the argument parser.
+#[test]
+fn a_node_on_one_thread_serves_writes_and_reads() {
+    let logs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut node = Node::spawn(3, data.path(), free_addr(), logs.path(), &["--threads".into(), "1".into()]);
+    node.wait_serving();
+    let addr = node.addr;
+    zk_ok(addr, &["create", "/one", "thread"]);
+    zk_ok(addr, &["set", "/one", "still one"]);
+    assert_eq!(zk_ok(addr, &["get", "/one"]), "still one\n");
+    let (status, log) = node.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    let zero = run(squall().args(["node", "--id", "3", "--data-dir"]).arg(data.path()).args(["--threads", "0"]));
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    assert!(stderr(&zero).contains("invalid value '0' for '--threads <THREADS>'"), "{}", stderr(&zero));
+}
+
 /// Guarantee: a data directory initialized by another node id is refused, untouched.
 #[test]
 fn a_data_directory_of_another_node_is_refused_untouched() {
