@@ -6,8 +6,8 @@
 # `squall bench coordinator` against them and prints one line: ops/s, p50 and p99, the CPU the
 # three replicas spent per 100,000 requests (from /proc), and, when `perf` may trace system
 # calls here, the system calls per request of the three replicas together (all that are counted,
-# and fdatasync and futex apart, and their threads' context switches). The replicas are the same processes throughout, so the lines
-# differ only in the load.
+# and fdatasync and futex apart) and their threads' context switches. The replicas are the same
+# processes throughout, so the lines differ only in the load.
 #
 # Usage: benches/coordinator-costs.sh [--mix set] [--ops N] [--clients C]
 #          [--in-flight "8 32"] [--rounds R] [--value-size B]
