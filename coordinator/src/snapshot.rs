@@ -6,14 +6,13 @@
 //! same bytes, so [`ZnodeTree::digest`] compares them. The session index (session → ephemerals)
 //! and the container and TTL sets are derived from the nodes' owners and rebuilt on restore.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use sha1::{Digest, Sha1};
 
 use crate::acl::{Acl, AclRef};
+use crate::byte_string::{ByteBuf, Bytes};
 use crate::path::{self, validate_path};
 use crate::stat::NodeType;
 use crate::tree::{MAX_DATA_LEN, NIL, Node, NodeId, ROOT_ID, TreeConfig, ZnodeTree};
@@ -60,49 +59,14 @@ struct NodeRecord<S, B> {
     aversion: i32,
 }
 
-#[derive(Clone, Copy)]
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
-
-struct ByteBuf(Vec<u8>);
-
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BytesVisitor;
-        impl<'de> Visitor<'de> for BytesVisitor {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(ByteBuf(out))
-            }
-        }
-        deserializer.deserialize_bytes(BytesVisitor)
-    }
-}
-
 /// The nodes in canonical order, serialized lazily so a snapshot never copies the data.
 struct NodesOut<'a> {
     tree: &'a ZnodeTree,
     order: &'a [NodeId],
-    position: HashMap<NodeId, u32>,
-    acl_index: &'a HashMap<AclRef, u32>,
+    /// Each node's position in `order`, by node id ([`NIL`] for no node).
+    position: Vec<u32>,
+    /// Each ACL list's number in the snapshot, by handle.
+    acl_index: &'a [u32],
 }
 
 impl Serialize for NodesOut<'_> {
@@ -110,10 +74,14 @@ impl Serialize for NodesOut<'_> {
         serializer.collect_seq(self.order.iter().map(|&id| {
             let node = self.tree.node(id);
             NodeRecord {
-                parent: if id == ROOT_ID { NIL } else { self.position.get(&node.parent).copied().unwrap_or(NIL) },
+                parent: if id == ROOT_ID {
+                    NIL
+                } else {
+                    self.position.get(node.parent as usize).copied().unwrap_or(NIL)
+                },
                 name: node.name.as_str(),
                 data: Bytes(&node.data),
-                acl: self.acl_index.get(&node.acl).copied().unwrap_or(0),
+                acl: self.acl_index.get(node.acl as usize).copied().unwrap_or(0),
                 czxid: node.czxid,
                 mzxid: node.mzxid,
                 pzxid: node.pzxid,
@@ -144,15 +112,21 @@ impl ZnodeTree {
     /// Writes the snapshot to `out` (the caller adds buffering, temp file, fsync and rename).
     pub fn write_snapshot<W: Write>(&self, out: W) -> Result<(), SnapshotError> {
         let order = self.canonical_order();
-        let position: HashMap<NodeId, u32> = order.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
-        let mut acl_index: HashMap<AclRef, u32> = HashMap::new();
+        // Node ids and ACL handles are dense, so plain vectors map them (a hash map was a fifth
+        // of the time of a snapshot of 100,000 znodes).
+        let mut position = vec![NIL; self.id_bound()];
+        let mut acl_index: Vec<u32> = Vec::new();
         let mut acls: Vec<&[Acl]> = Vec::new();
-        for &id in &order {
-            let r = self.node(id).acl;
-            acl_index.entry(r).or_insert_with(|| {
-                acls.push(self.acls.get(r));
-                (acls.len() - 1) as u32
-            });
+        for (i, &id) in order.iter().enumerate() {
+            position[id as usize] = i as u32;
+            let r = self.node(id).acl as usize;
+            if acl_index.len() <= r {
+                acl_index.resize(r + 1, NIL);
+            }
+            if acl_index[r] == NIL {
+                acl_index[r] = acls.len() as u32;
+                acls.push(self.acls.get(r as AclRef));
+            }
         }
         let nodes = NodesOut { tree: self, order: &order, position, acl_index: &acl_index };
         let snapshot = Snapshot { format: FORMAT, acls, nodes };

@@ -80,6 +80,7 @@ pub enum CommandKind {
         /// Negotiated timeout, in ms.
         timeout_ms: u32,
         /// The session's password.
+        #[serde(with = "crate::byte_string")]
         password: Vec<u8>,
     },
     /// A client closed its session, or the leader expired it: its ephemerals go.
@@ -123,6 +124,7 @@ pub enum WriteOp {
         /// The node.
         path: String,
         /// New data.
+        #[serde(with = "crate::byte_string")]
         data: Vec<u8>,
         /// Expected version or −1.
         version: i32,
@@ -148,6 +150,7 @@ pub enum CommandResult {
         /// Its id.
         session: SessionId,
         /// Its password.
+        #[serde(with = "crate::byte_string")]
         password: Vec<u8>,
     },
     /// The session is closed (or was already).
@@ -186,16 +189,20 @@ pub struct SessionInfo {
     /// The negotiated timeout, in ms.
     pub timeout_ms: u32,
     /// The password a reconnecting client must present.
+    #[serde(with = "crate::byte_string")]
     pub password: Vec<u8>,
 }
 
 /// The replicated state.
-#[derive(Debug)]
+///
+/// A clone is cheap (the tree's nodes and each session's last writes are shared, copy on
+/// write): it is how a snapshot takes the state without holding up the writes that follow.
+#[derive(Debug, Clone)]
 pub struct ZnodeState {
     tree: ZnodeTree,
     sessions: BTreeMap<SessionId, SessionInfo>,
     /// The last [`DEDUP_WINDOW`] writes of each session.
-    last_writes: BTreeMap<SessionId, LastWrites>,
+    last_writes: BTreeMap<SessionId, Arc<LastWrites>>,
     next_session: SessionId,
 }
 
@@ -254,9 +261,10 @@ pub const DEDUP_WINDOW: usize = 256;
 /// The serialized form of [`ZnodeState`] besides the tree.
 #[derive(Deserialize)]
 struct StateSnapshot {
+    #[serde(with = "crate::byte_string")]
     tree: Vec<u8>,
     sessions: BTreeMap<SessionId, SessionInfo>,
-    last_writes: BTreeMap<SessionId, LastWrites>,
+    last_writes: BTreeMap<SessionId, Arc<LastWrites>>,
     next_session: SessionId,
 }
 
@@ -264,9 +272,10 @@ struct StateSnapshot {
 /// sessions and their last writes first.
 #[derive(Serialize)]
 struct StateSnapshotRef<'a> {
+    #[serde(with = "crate::byte_string")]
     tree: Vec<u8>,
     sessions: &'a BTreeMap<SessionId, SessionInfo>,
-    last_writes: &'a BTreeMap<SessionId, LastWrites>,
+    last_writes: &'a BTreeMap<SessionId, Arc<LastWrites>>,
     next_session: SessionId,
 }
 
@@ -348,7 +357,7 @@ impl ZnodeState {
                 let caller = Caller::new(*session, ids);
                 let (result, events) = self.write(txn, caller, op);
                 let result = CommandResult::Write(result);
-                self.last_writes.entry(*session).or_default().remember(*request, result.clone());
+                Arc::make_mut(self.last_writes.entry(*session).or_default()).remember(*request, result.clone());
                 (result, events)
             }
         }
@@ -428,6 +437,27 @@ mod tests {
 
     fn write(session: SessionId, request: u64, op: WriteOp) -> Command {
         cmd(1_700_000_000_100, CommandKind::Write { session, request, ids: Arc::new([]), op })
+    }
+
+    /// A snapshot serializes a copy taken at one zxid while later writes go on: the copy keeps
+    /// the tree, the sessions and every session's window of last writes as they were.
+    #[test]
+    fn a_copy_keeps_the_state_as_it_was_while_writes_go_on() {
+        let mut state = ZnodeState::new(TreeConfig::default());
+        let s = open_session(&mut state, 1);
+        state.apply(2, &write(s, 1, WriteOp::Create(CreateRequest::new("/a", b"1".to_vec()))));
+        let copy = state.clone();
+        let before = copy.snapshot();
+        let set = WriteOp::SetData { path: "/a".into(), data: b"2".to_vec(), version: -1 };
+        state.apply(3, &write(s, 2, set));
+        state.apply(4, &write(s, 3, WriteOp::Create(CreateRequest::new("/b", vec![]))));
+        open_session(&mut state, 5);
+        assert_eq!(copy.snapshot(), before, "the copy must not see writes applied after it was taken");
+        let restored = ZnodeState::restore(&before, TreeConfig::default()).unwrap();
+        assert_eq!(restored.tree().get_data(Caller::new(s, &[]), "/a").unwrap().0, b"1");
+        assert_eq!(restored.sessions().count(), 1);
+        assert_eq!(state.sessions().count(), 2);
+        assert_eq!(state.tree().get_data(Caller::new(s, &[]), "/a").unwrap().0, b"2");
     }
 
     #[test]

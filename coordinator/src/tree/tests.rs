@@ -931,3 +931,44 @@ fn changes_that_report_no_events_change_the_tree_alike() {
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(silent, reported, "reporting events must not change what a change does");
 }
+
+#[test]
+fn a_copy_keeps_the_tree_as_it_was_while_the_original_changes() {
+    // Enough nodes for several arena chunks, so that changes land in shared and unshared ones.
+    let build = || {
+        let mut tree = ZnodeTree::default();
+        create(&mut tree, 2, "/a");
+        for i in 0..3_000 {
+            tree.create(txn(3 + i), anyone(), CreateRequest::new(format!("/a/n{i}"), vec![b'x'; 10])).unwrap();
+        }
+        tree
+    };
+    let change = |tree: &mut ZnodeTree| {
+        for i in (0..3_000).step_by(7) {
+            tree.set_data(txn(10_000 + i), anyone(), &format!("/a/n{i}"), b"changed", -1).unwrap();
+        }
+        for i in (0..3_000).step_by(11) {
+            tree.delete(txn(20_000 + i), anyone(), &format!("/a/n{i}"), -1).unwrap();
+        }
+        for i in 0..500 {
+            create(tree, 30_000 + i, &format!("/b{i}"));
+        }
+        let failing =
+            vec![Op::Delete { path: "/a/n1".into(), version: -1 }, Op::Check { path: "/none".into(), version: 0 }];
+        assert!(tree.multi(txn(40_000), anyone(), failing).is_err());
+    };
+
+    let mut tree = build();
+    let copy = tree.clone();
+    let before = copy.snapshot();
+    change(&mut tree);
+    assert_eq!(copy.snapshot(), before, "the copy must not see changes made after it was taken");
+    assert_eq!(copy.get_data(anyone(), "/a/n0").unwrap().0, vec![b'x'; 10]);
+    assert_eq!(tree.get_data(anyone(), "/a/n7").unwrap().0, b"changed");
+    copy.check_invariants().unwrap();
+    tree.check_invariants().unwrap();
+
+    let mut alone = build();
+    change(&mut alone);
+    assert_eq!(tree.snapshot(), alone.snapshot(), "a copy must not change what the original does");
+}
