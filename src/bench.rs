@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod failover;
 mod kafka;
+mod load_session;
 pub mod plot;
 
 pub use kafka::{KafkaOptions, KafkaReport, KafkaRound, kafka};
@@ -25,14 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
+use futures::stream::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use smol_str::SmolStr;
+use squall_coordinator::Acl;
+use squall_coordinator::proto::records::{CheckVersionRequest, GetDataRequest, SetDataRequest};
+use squall_coordinator::proto::{self, MultiOp};
 use squall_operators::generator::{GeneratorConfig, SentenceGenerator};
 use squall_runtime::{LocalRun, RunOptions, Topology, TopologySpec};
 use zookeeper_client as zk;
+
+use load_session::{LoadError, LoadSession};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -310,7 +316,7 @@ pub struct CoordinatorReport {
     /// the JSON.
     #[serde(flatten)]
     pub total: RequestReport,
-    /// Failed requests by the client's name for the error (`NoNode`, `ConnectionLoss`, ...).
+    /// Failed requests by ZooKeeper's name for the error (`NoNode`, `ConnectionLoss`, ...).
     pub errors_by_kind: BTreeMap<String, u64>,
     /// The first failure, naming its request.
     pub first_error: Option<String>,
@@ -355,19 +361,23 @@ impl std::fmt::Display for CoordinatorReport {
 /// Runs a ZooKeeper-protocol workload against any ZooKeeper-compatible ensemble (Squall's or
 /// Apache ZooKeeper) and measures throughput and latency per kind of request.
 ///
-/// It opens `clients` sessions, makes `/squall-bench-<pid>` (and, except for `create`, the
-/// `znodes` znodes the requests go to), then has every session send its share of `ops`
-/// requests with up to `in_flight` of them unanswered at a time. A failed request is counted by
-/// the kind of its error and left out of the rates and latencies, so a broken server shows up
-/// as errors, not as speed. At the end the tree is deleted through new sessions (some of the
-/// measuring ones may have expired), unless `keep` is set; a failure to delete it goes into
-/// [`CoordinatorReport::cleanup_error`], so the measurement is not lost with it.
+/// It makes `/squall-bench-<pid>` (and, except for `create`, the `znodes` znodes the requests
+/// go to) through the `zookeeper-client` crate, then opens `clients` measuring sessions, spread
+/// evenly over the target's servers, and has every session send its share of `ops` requests
+/// with up to `in_flight` of them unanswered at a time. The measuring sessions are pipelines of
+/// their own (`load_session`), so that the load generator, which runs on the machine it
+/// measures, takes little CPU from the servers. A failed request is counted by the kind of its
+/// error and left out of the rates and latencies, so a broken server shows up as errors, not as
+/// speed. At the end the tree is deleted through new sessions, unless `keep` is set; a failure
+/// to delete it goes into [`CoordinatorReport::cleanup_error`], so the measurement is not lost
+/// with it.
 pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<CoordinatorReport> {
     anyhow::ensure!(
         options.clients > 0 && options.ops > 0 && options.in_flight > 0,
         "clients, ops and in-flight must be positive"
     );
     anyhow::ensure!(options.mix == Mix::Create || options.znodes > 0, "the {} mix needs --znodes > 0", options.mix);
+    let servers = servers(&options.target)?;
     let sessions = open_sessions(options).await?;
     let workload = Arc::new(Workload {
         root: format!("/squall-bench-{}", std::process::id()),
@@ -377,13 +387,24 @@ pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<Coordin
         in_flight: options.in_flight,
     });
     workload.set_up(&sessions).await?;
+    drop(sessions);
 
+    // The measuring sessions, spread evenly over the servers.
+    let opening = (0..options.clients).map(|s| {
+        let server = servers[s % servers.len()];
+        async move {
+            LoadSession::connect(server)
+                .await
+                .with_context(|| format!("cannot open measuring session {} of {}", s + 1, options.clients))
+        }
+    });
+    let measuring = futures::future::try_join_all(opening).await?;
     let started = Instant::now();
     let mut running = Vec::new();
-    for (s, client) in sessions.iter().enumerate() {
-        let (client, workload) = (client.clone(), workload.clone());
+    for (s, session) in measuring.into_iter().enumerate() {
+        let workload = workload.clone();
         let count = share(options.ops, options.clients, s);
-        running.push(tokio::spawn(async move { workload.run_session(&client, s, count).await }));
+        running.push(tokio::spawn(async move { workload.run_session(session, s, count).await }));
     }
     let mut tally = Tally::default();
     for session in running {
@@ -393,8 +414,6 @@ pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<Coordin
     let mut report = tally.report(options, &workload.root, elapsed);
 
     if !options.keep {
-        // New sessions: some of those that measured may have expired.
-        drop(sessions);
         let cleaned = match open_sessions(options).await {
             Ok(sessions) => workload.tear_down(&sessions, options.ops).await,
             Err(e) => Err(e),
@@ -402,6 +421,15 @@ pub async fn coordinator(options: &CoordinatorOptions) -> anyhow::Result<Coordin
         report.cleanup_error = cleaned.err().map(|e| format!("{e:#}"));
     }
     Ok(report)
+}
+
+/// The `host:port` servers of a connect string; a chroot (`/path` suffix) has no place in a
+/// benchmark's target.
+fn servers(target: &str) -> anyhow::Result<Vec<&str>> {
+    anyhow::ensure!(!target.contains('/'), "--target {target}: give host:port,... without a chroot");
+    let servers: Vec<&str> = target.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    anyhow::ensure!(!servers.is_empty(), "--target is empty: give host:port,...");
+    Ok(servers)
 }
 
 /// Opens `options.clients` sessions to the target.
@@ -487,50 +515,50 @@ impl Workload {
         delete_if_there(&sessions[0], self.root.clone()).await
     }
 
-    /// Sends session `s`'s `count` requests, `in_flight` at a time, and tallies the answers.
-    async fn run_session(&self, client: &zk::Client, s: usize, count: usize) -> Tally {
+    /// Sends session `s`'s `count` requests, `in_flight` at a time, tallies the answers and
+    /// closes the session.
+    async fn run_session(&self, mut session: LoadSession, s: usize, count: usize) -> Tally {
         let mut tally = Tally::default();
-        let mut pending = FuturesUnordered::new();
-        let mut next = 0;
-        while next < count || !pending.is_empty() {
-            while next < count && pending.len() < self.in_flight {
-                let (i, request) = (next, self.mix.request(next));
-                next += 1;
-                let sent = Instant::now();
-                pending.push(async move { (request, self.send(client, request, s, i).await, sent.elapsed()) });
-            }
-            if let Some((request, answer, took)) = pending.next().await {
-                tally.record(request, answer, took);
-            }
-        }
+        let request = |i: usize| (self.request(s, i), (self.mix.request(i), i));
+        let answered = |(request, i): (Request, usize), answer: Result<(), LoadError>, took: Duration| {
+            let answer = answer.map_err(|e| Failure {
+                kind: e.kind(),
+                message: format!("{} {}: {e}", request.name(), self.path(request, s, i)),
+            });
+            tally.record(request, answer, took);
+        };
+        session.run(count, self.in_flight, request, answered).await;
+        session.close().await;
         tally
     }
 
-    /// Sends session `s`'s `i`th request.
-    async fn send(&self, client: &zk::Client, request: Request, s: usize, i: usize) -> Result<(), Failure> {
-        // Spread over the znodes, a different sequence per session.
-        let path = match request {
+    /// The znode session `s`'s `i`th request goes to: a new one for a create, else one of the
+    /// znodes, spread over them in a different sequence per session.
+    fn path(&self, request: Request, s: usize, i: usize) -> String {
+        match request {
             Request::Create => self.created(s, i),
             _ => self.znode((s * 7919 + i * 104_729) % self.znodes),
-        };
-        let failed = |e: zk::Error| Failure::new(request, &path, &e, &e);
-        match request {
-            Request::Create => {
-                let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                client.create(&path, &self.value, &persistent).await.map(drop).map_err(failed)
-            }
-            Request::Set => client.set_data(&path, &self.value, None).await.map(drop).map_err(failed),
-            Request::Get => client.get_data(&path).await.map(drop).map_err(failed),
-            Request::Multi => {
-                let mut writer = client.new_multi_writer();
-                writer.add_check_version(&self.epoch(), 0).map_err(failed)?;
-                writer.add_set_data(&path, &self.value, None).map_err(failed)?;
-                writer
-                    .commit()
-                    .await
-                    .map(drop)
-                    .map_err(|e| Failure::new(request, &path, &e, &zk::Error::from(e.clone())))
-            }
+        }
+    }
+
+    /// Session `s`'s `i`th request, on the wire.
+    fn request(&self, s: usize, i: usize) -> proto::Request {
+        let kind = self.mix.request(i);
+        let path = self.path(kind, s, i);
+        let set = |path| SetDataRequest { path, data: self.value.clone(), version: -1 };
+        match kind {
+            Request::Create => proto::Request::Create(proto::records::CreateRequest {
+                path,
+                data: self.value.clone(),
+                acl: Acl::open_unsafe(),
+                flags: 0,
+            }),
+            Request::Set => proto::Request::SetData(set(path)),
+            Request::Get => proto::Request::GetData(GetDataRequest { path, watch: false }),
+            Request::Multi => proto::Request::Multi(vec![
+                MultiOp::Check(CheckVersionRequest { path: self.epoch(), version: 0 }),
+                MultiOp::SetData(set(path)),
+            ]),
         }
     }
 }
@@ -553,22 +581,10 @@ async fn delete_if_there(client: &zk::Client, path: String) -> anyhow::Result<()
     }
 }
 
-/// A request that failed: the client's name for the error and a message naming the request.
+/// A request that failed: ZooKeeper's name for the error and a message naming the request.
 struct Failure {
     kind: String,
     message: String,
-}
-
-impl Failure {
-    fn new(request: Request, path: &str, shown: &dyn std::fmt::Display, error: &zk::Error) -> Failure {
-        // The variant's name, with the message of those that carry one (`Custom`, ...).
-        let debug = format!("{error:?}");
-        let kind = match debug.split_once('(') {
-            Some((name, _)) => format!("{name}: {error}"),
-            None => debug,
-        };
-        Failure { kind, message: format!("{} {path}: {shown}", request.name()) }
-    }
 }
 
 /// What sessions measured: latencies and errors per kind of request.
@@ -644,5 +660,17 @@ impl Tally {
                 .map(|(r, (latencies, errors))| (r.name(), summary(latencies, *errors)))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_a_list_of_servers_without_a_chroot() {
+        assert_eq!(servers("127.0.0.1:1, 127.0.0.1:2,").unwrap(), vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(servers("127.0.0.1:1/app").unwrap_err().to_string().contains("without a chroot"));
+        assert!(servers(" , ").is_err());
     }
 }

@@ -154,7 +154,7 @@ pub(crate) struct KafkaArgs {
 
 #[derive(Args)]
 pub(crate) struct CoordinatorArgs {
-    /// The ensemble, as HOST:PORT[,HOST:PORT...].
+    /// The ensemble, as HOST:PORT[,HOST:PORT...]; the sessions are spread evenly over its servers.
     #[arg(long, env = "SQUALL_COORDINATOR", default_value = "127.0.0.1:2181")]
     target: String,
     /// Concurrent sessions.
