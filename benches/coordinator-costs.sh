@@ -3,10 +3,10 @@
 #
 # Starts three `squall node` replicas on 127.0.0.1 (each with its own data directory in one
 # temporary directory, fsync on as always), warms them up, then for each --in-flight value runs
-# `squall bench coordinator` against them and prints one line: ops/s, p50 and p99, the CPU the
-# three replicas spent per 100,000 requests (from /proc), and, when `perf` may trace system
-# calls here, the system calls per request of the three replicas together (all that are counted,
-# and fdatasync and futex apart) and their threads' context switches. The replicas are the same
+# `squall bench coordinator` against them and prints one line: ops/s, p50, p99 and p99.9, the
+# CPU the three replicas spent per 100,000 requests (from /proc), and, when `perf` may trace
+# system calls here, the system calls per request of the three replicas together (all that are
+# counted, and fdatasync and futex apart) and their threads' context switches. The replicas are the same
 # processes throughout, so the lines differ only in the load.
 #
 # Usage: benches/coordinator-costs.sh [--mix set] [--ops N] [--clients C]
@@ -100,7 +100,7 @@ say "warming up (10000 requests)"
 bench 8 10000
 
 printf '%s\n' "3 Squall replicas on 127.0.0.1, $(nproc) cores; $MIX, $CLIENTS sessions, $OPS requests per run, $VALUE_SIZE B values; squall ${SQUALL_BIN:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}"
-printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s %10s\n' round in-flight ops/s "p50 ms" "p99 ms" "replica CPU s/100k ops" "syscalls per op" "fdatasync" futex switches
+printf '%-6s %-10s %10s %8s %8s %9s %22s %16s %12s %10s %10s\n' round in-flight ops/s "p50 ms" "p99 ms" "p99.9 ms" "replica CPU s/100k ops" "syscalls per op" "fdatasync" futex switches
 for round in $(seq "$ROUNDS"); do
   for flight in $IN_FLIGHT; do
     if ((TRACE)); then
@@ -135,9 +135,9 @@ print(f"{sum(counts.values()) / ops:.2f} {counts.get('fdatasync', 0) / ops:.3f} 
 PY
 )"
     fi
-    read -r rate p50 p99 <<<"$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
-print("%.0f %.1f %.1f" % (r["ops_per_sec"], r["p50_us"] / 1000, r["p99_us"] / 1000))' "$WORK/run.json")"
+    read -r rate p50 p99 p999 <<<"$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("%.0f %.1f %.1f %.1f" % (r["ops_per_sec"], r["p50_us"] / 1000, r["p99_us"] / 1000, r["p999_us"] / 1000))' "$WORK/run.json")"
     cpu=$(python3 -c "print(f'{($after - $before) / $HZ * 100000 / $OPS:.2f}')")
-    printf '%-6s %-10s %10s %8s %8s %22s %16s %12s %10s %10s\n' "$round" "$flight" "$rate" "$p50" "$p99" "$cpu" "${calls[0]}" "${calls[1]}" "${calls[2]}" "${calls[3]}"
+    printf '%-6s %-10s %10s %8s %8s %9s %22s %16s %12s %10s %10s\n' "$round" "$flight" "$rate" "$p50" "$p99" "$p999" "$cpu" "${calls[0]}" "${calls[1]}" "${calls[2]}" "${calls[3]}"
   done
 done
