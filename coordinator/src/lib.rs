@@ -19,6 +19,7 @@
 //! Raft, sessions, the wire protocol and storage wrap the tree; they never reach into it.
 
 pub mod acl;
+mod background;
 mod byte_string;
 pub mod error;
 pub mod jute;

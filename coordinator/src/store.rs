@@ -350,18 +350,11 @@ pub struct ZnodeSnapshotBuilder {
 
 /// Runs `work` on a new thread of low scheduling priority and yields its result. A snapshot of
 /// a large tree takes long enough to hold up every task of a runtime worker, and it is
-/// background work: the writes and reads the clients wait for go first (nice 10 on Linux, as
-/// a batch job would be run), while the snapshot takes the CPU they leave.
+/// background work: the writes and reads the clients wait for go first.
 async fn in_background<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-        #[cfg(target_os = "linux")]
-        // SAFETY: setpriority only reads its arguments; on Linux, `who` 0 is the calling thread.
-        // Raising one's own nice value is always allowed; if it fails, the thread keeps its
-        // priority, which is only slower for the clients.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        }
+        crate::background::lower_thread_priority();
         let _ = done.send(work());
     })?;
     result.await.map_err(|_| io::Error::other("the snapshot thread panicked"))?

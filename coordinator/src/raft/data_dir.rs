@@ -6,6 +6,7 @@
 //! ```text
 //! meta.json   identity: {"format":"squall-raft-store","version":1,"node_id":…}
 //! log/        raft-log's chunked write-ahead log (entries, vote, committed log id)
+//! log-reaped/ second names of the log's chunk files (see `chunk_reaper`)
 //! ```
 //!
 //! Other files (the state machine's snapshots, say) may live beside them. A fresh directory gets

@@ -45,6 +45,7 @@ use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::Decode;
 use raft_log::codeq::Encode;
 
+use super::chunk_reaper::ChunkReaper;
 use super::data_dir;
 use super::data_dir::StoreOpenError;
 use super::torn_tail;
@@ -98,11 +99,12 @@ pub struct LogStore<C: RaftTypeConfig> {
     log: Arc<Mutex<Wal<C>>>,
     closed: Arc<tokio::sync::watch::Sender<()>>,
     dir: Arc<PathBuf>,
+    reaper: Arc<ChunkReaper>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        Self { log: self.log.clone(), closed: self.closed.clone(), dir: self.dir.clone() }
+        Self { log: self.log.clone(), closed: self.closed.clone(), dir: self.dir.clone(), reaper: self.reaper.clone() }
     }
 }
 
@@ -163,10 +165,16 @@ impl<C: RaftTypeConfig> LogStore<C> {
                 }
             },
         };
+        let reaper = ChunkReaper::start(dir, &log_dir).map_err(|error| StoreOpenError::Io {
+            dir: dir.to_path_buf(),
+            action: "start freeing purged chunks",
+            error,
+        })?;
         Ok(Self {
             log: Arc::new(Mutex::new(Wal { log, recent: RecentEntries::default() })),
             closed: Arc::new(tokio::sync::watch::Sender::new(())),
             dir: Arc::new(dir.to_path_buf()),
+            reaper: Arc::new(reaper),
         })
     }
 
@@ -388,12 +396,16 @@ where
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> io::Result<()> {
+        // Before raft-log may delete a chunk: then it only removes a name (see `chunk_reaper`).
+        self.reaper.adopt();
         let mut wal = self.lock();
         let upto = log_id.index;
         wal.log.purge(StoredLogId(log_id))?;
         wal.recent.purge_upto(upto);
         // Only a sync flush lets raft-log delete the chunk files the purge emptied.
-        wal.log.flush(true, None)
+        wal.log.flush(true, None)?;
+        self.reaper.wake();
+        Ok(())
     }
 }
 

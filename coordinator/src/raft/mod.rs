@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chunk_reaper;
 mod data_dir;
 pub mod log_store;
 pub mod network;
