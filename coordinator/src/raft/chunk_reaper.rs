@@ -2,9 +2,9 @@
 //!
 //! raft-log deletes a chunk file once a purge emptied it, on its flush thread, between two
 //! fsyncs. Deleting a chunk file takes this machine's disk about 10–15 ms per 16 MiB (strace of
-//! the replicas), and for all that time the replica's log cannot sync; since every replica
-//! purges at the same index, right after its snapshot, the whole ensemble stopped committing at
-//! once: the writes' p99.9 jumped to 60–180 ms every few hundred thousand writes.
+//! the replicas: the `unlink` itself), and for all that time the replica's log cannot sync; and
+//! every replica purges at about the same index, right after its snapshot. (The larger stalls
+//! around a chunk's end came from raft-log's payload cache: see `log_store::encode_entries`.)
 //!
 //! So before each purge the log store gives every chunk file a second name in `log-reaped/`
 //! beside `log/` (a hard link, [`ChunkReaper::adopt`]): raft-log's delete then only removes a
