@@ -31,6 +31,9 @@ use tokio::net::TcpStream;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The session timeout asked for. No pings are sent: a session under load is never idle.
 const SESSION_TIMEOUT_MS: i32 = 30_000;
+/// Longest a session waits for any answer while requests are unanswered: as long as the
+/// session may live unheard, after which the server would have expired it anyway.
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(SESSION_TIMEOUT_MS as u64);
 /// How long closing may wait for the server's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -208,7 +211,10 @@ impl LoadSession {
                 self.read.resize(self.read.len() * 2, 0);
             }
         }
-        let n = self.stream.read(&mut self.read[self.end..]).await;
+        let reading = tokio::time::timeout(ANSWER_TIMEOUT, self.stream.read(&mut self.read[self.end..])).await;
+        let Ok(n) = reading else {
+            anyhow::bail!("{} sent nothing for {ANSWER_TIMEOUT:?} while requests waited", self.server);
+        };
         let n = n.with_context(|| format!("cannot read from {}", self.server))?;
         anyhow::ensure!(n > 0, "{} closed the connection", self.server);
         self.end += n;
