@@ -519,7 +519,10 @@ impl Workload {
     /// closes the session.
     async fn run_session(&self, mut session: LoadSession, s: usize, count: usize) -> Tally {
         let mut tally = Tally::default();
-        let request = |i: usize| (self.request(s, i), (self.mix.request(i), i));
+        let request = |i: usize| {
+            let kind = self.mix.request(i);
+            (self.wire_request(kind, s, i), (kind, i))
+        };
         let answered = |(request, i): (Request, usize), answer: Result<(), LoadError>, took: Duration| {
             let answer = answer.map_err(|e| Failure {
                 kind: e.kind(),
@@ -541,9 +544,8 @@ impl Workload {
         }
     }
 
-    /// Session `s`'s `i`th request, on the wire.
-    fn request(&self, s: usize, i: usize) -> proto::Request {
-        let kind = self.mix.request(i);
+    /// Session `s`'s `i`th request, of kind `kind`, on the wire.
+    fn wire_request(&self, kind: Request, s: usize, i: usize) -> proto::Request {
         let path = self.path(kind, s, i);
         let set = |path| SetDataRequest { path, data: self.value.clone(), version: -1 };
         match kind {

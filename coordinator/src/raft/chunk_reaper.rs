@@ -17,7 +17,6 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ const POLL: Duration = Duration::from_secs(1);
 pub(crate) struct ChunkReaper {
     log_dir: PathBuf,
     reaped_dir: PathBuf,
-    wake: Mutex<mpsc::Sender<()>>,
+    wake: mpsc::Sender<()>,
 }
 
 impl ChunkReaper {
@@ -55,7 +54,7 @@ impl ChunkReaper {
                 }
             }
         })?;
-        Ok(ChunkReaper { log_dir: log_dir.to_path_buf(), reaped_dir, wake: Mutex::new(wake) })
+        Ok(ChunkReaper { log_dir: log_dir.to_path_buf(), reaped_dir, wake })
     }
 
     /// Gives every chunk file in `log/` that has none yet its second name. Call before a purge:
@@ -71,7 +70,7 @@ impl ChunkReaper {
 
     /// Has the thread look for chunks to free now.
     pub(crate) fn wake(&self) {
-        let _ = self.wake.lock().unwrap_or_else(|e| e.into_inner()).send(());
+        let _ = self.wake.send(());
     }
 
     fn link_all(&self) -> io::Result<()> {
